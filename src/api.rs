@@ -1,0 +1,402 @@
+//! The `SlackOAuthGrant` API (`slack-oauth-operator.io/v1alpha1`): spec, status and the constants
+//! shared by the controller, the callback server and the tests. No I/O happens here.
+//!
+//! Doc comments on the types below become the CRD's field descriptions, which is what
+//! `kubectl explain slackoauthgrant.spec` prints, so they are written for the people who write
+//! grants, not for the people who read this code.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// The API group of every resource this operator serves.
+pub const GROUP: &str = "slack-oauth-operator.io";
+/// The field manager used for every server-side apply the operator makes.
+pub const FIELD_MANAGER: &str = "slack-oauth-operator";
+/// The `app.kubernetes.io/managed-by` value on Secrets the operator writes. A Secret without it is
+/// never overwritten.
+pub const MANAGED_BY: &str = "slack-oauth-operator";
+
+/// Default `spec.userScopes`: `admin` is the user scope Slack's SCIM API requires.
+pub const DEFAULT_USER_SCOPE: &str = "admin";
+/// Default `spec.clientSecretRef.key`.
+pub const DEFAULT_CLIENT_SECRET_KEY: &str = "clientSecret";
+/// Default `spec.secret.key`; PingFederate's Helm chart can load it with `envFrom`.
+pub const DEFAULT_TOKEN_KEY: &str = "SLACK_ACCESS_TOKEN";
+
+// The CEL expressions below mirror Kubernetes' own validation of Secret names
+// (an RFC 1123 subdomain) and Secret data keys, so a grant the API server accepts never fails
+// later when the operator writes the Secret.
+const SECRET_NAME_RULE: &str =
+    "self.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?([.][a-z0-9]([-a-z0-9]*[a-z0-9])?)*$')";
+const SECRET_NAME_MESSAGE: &str = "must be a valid Secret name: lowercase letters, digits, '-' and '.', starting and ending with a letter or digit";
+const SECRET_KEY_RULE: &str = "self.matches('^[-._a-zA-Z0-9]+$')";
+const SECRET_KEY_MESSAGE: &str =
+    "must be a valid Secret key: letters, digits, '-', '_' and '.' only";
+// Slack scope names: `admin`, `chat:write`, `users:read.email`, `admin.users:write`,
+// `incoming-webhook`, `remote_files:read`, ...
+const SCOPES_RULE: &str = "self.all(s, s.matches('^[a-z][a-z0-9_.-]*(:[a-z][a-z0-9_.-]*)?$'))";
+const SCOPES_MESSAGE: &str = "every scope must be a Slack scope name such as 'admin', 'chat:write' or 'users:read.email' (lowercase, no spaces or commas)";
+
+/// The Slack app, the scopes to request, and the Secret to keep the token in.
+///
+/// The operator publishes an authorization link in `status.authorizationURL`. When a Slack
+/// Workspace or Org Owner opens it and approves, Slack sends the browser back to the operator,
+/// which exchanges the code with `oauth.v2.access` and writes the token to the Secret named by
+/// `spec.secret`.
+// clippy reads the repeated `type_ = ...` of the printer columns as duplicated attributes.
+#[allow(clippy::duplicated_attributes)]
+#[derive(CustomResource, KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "slack-oauth-operator.io",
+    version = "v1alpha1",
+    kind = "SlackOAuthGrant",
+    plural = "slackoauthgrants",
+    shortname = "slackgrant",
+    shortname = "sog",
+    category = "slack",
+    namespaced,
+    status = "SlackOAuthGrantStatus",
+    derive = "PartialEq",
+    doc = "A request for a Slack OAuth token (for example the `admin` user token PingFederate's Slack provisioner needs), approved once by a Slack owner in a browser and kept by the operator in a Kubernetes Secret.",
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
+    ),
+    printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
+    printcolumn(
+        name = "Team",
+        type_ = "string",
+        description = "The Slack workspace or organization that approved the grant",
+        json_path = ".status.installation.teamName"
+    ),
+    printcolumn(
+        name = "Enterprise",
+        type_ = "string",
+        priority = 1,
+        json_path = ".status.installation.enterpriseName"
+    ),
+    printcolumn(name = "Secret", type_ = "string", json_path = ".spec.secret.name"),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
+)]
+#[x_kube(validation = Rule::new("size(self.userScopes) + size(self.botScopes) > 0")
+    .message("at least one scope is required: set userScopes, botScopes or both")
+    .field_path(".userScopes"))]
+#[x_kube(validation = Rule::new("!has(self.token) || self.token != 'Bot' || size(self.botScopes) > 0")
+    .message("token: Bot needs at least one entry in botScopes")
+    .field_path(".token"))]
+#[x_kube(validation = Rule::new("!has(self.token) || self.token != 'User' || size(self.userScopes) > 0")
+    .message("token: User needs at least one entry in userScopes")
+    .field_path(".token"))]
+#[x_kube(validation = Rule::new("self.installation != 'Organization' || !has(self.teamID) || self.teamID.startsWith('E')")
+    .message("installation: Organization needs an Enterprise Grid organization ID (E...) in teamID, not a workspace ID (T...)")
+    .field_path(".teamID"))]
+#[serde(rename_all = "camelCase")]
+pub struct SlackOAuthGrantSpec {
+    /// The Slack app's Client ID, from the app's "Basic Information" page
+    /// (for example `1234567890.1234567890`).
+    #[serde(rename = "clientID")]
+    #[x_kube(validation = Rule::new("self.matches('^[0-9]+[.][0-9]+$')")
+        .message("must be a Slack app Client ID such as 1234567890.1234567890 (see the app's Basic Information page)"))]
+    #[schemars(length(max = 64))]
+    pub client_id: String,
+
+    /// The Secret, in the grant's namespace, that holds the Slack app's Client Secret.
+    pub client_secret_ref: ClientSecretRef,
+
+    /// User token scopes to request (Slack's `user_scope`). Defaults to `["admin"]`, the scope
+    /// Slack's SCIM API (and so PingFederate's Slack provisioner) requires.
+    #[serde(default = "default_user_scopes")]
+    #[x_kube(validation = Rule::new(SCOPES_RULE).message(SCOPES_MESSAGE))]
+    #[x_kube(merge_strategy = ListMerge::Set)]
+    #[schemars(length(max = 100), inner(length(min = 1, max = 100)))]
+    pub user_scopes: Vec<String>,
+
+    /// Bot token scopes to request (Slack's `scope`). Empty by default.
+    #[serde(default)]
+    #[x_kube(validation = Rule::new(SCOPES_RULE).message(SCOPES_MESSAGE))]
+    #[x_kube(merge_strategy = ListMerge::Set)]
+    #[schemars(length(max = 100), inner(length(min = 1, max = 100)))]
+    pub bot_scopes: Vec<String>,
+
+    /// Where the app is installed: `Workspace` (the default) for one workspace, or `Organization`
+    /// for an Enterprise Grid org-wide install, which Slack's SCIM API requires on Enterprise Grid.
+    #[serde(default)]
+    pub installation: Installation,
+
+    /// The Slack workspace (`T...`) or Enterprise Grid organization (`E...`) that must approve the
+    /// grant. The authorization link asks Slack for it, and an approval from any other team is
+    /// refused. Leave it unset to accept the team chosen during approval.
+    #[serde(rename = "teamID", default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self.matches('^[TE][A-Z0-9]+$')")
+        .message("must be a Slack workspace ID (T...) or Enterprise Grid organization ID (E...)"))]
+    #[schemars(length(max = 32))]
+    pub team_id: Option<String>,
+
+    /// Which token to store in the Secret: `User` (Slack's `authed_user.access_token`, `xoxp-`) or
+    /// `Bot` (`xoxb-`). Defaults to `User` when userScopes is not empty, otherwise `Bot`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<TokenKind>,
+
+    /// The Secret, in the grant's namespace, that the operator writes the token to. The operator
+    /// creates and owns it; it never overwrites a Secret it did not create.
+    pub secret: TargetSecret,
+}
+
+/// Where to find the Slack app's Client Secret.
+#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ClientSecretRef {
+    /// Name of the Secret, in the grant's namespace.
+    #[x_kube(validation = Rule::new(SECRET_NAME_RULE).message(SECRET_NAME_MESSAGE))]
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+
+    /// Key in the Secret's data that holds the Client Secret. Defaults to `clientSecret`.
+    #[serde(default = "default_client_secret_key")]
+    #[x_kube(validation = Rule::new(SECRET_KEY_RULE).message(SECRET_KEY_MESSAGE))]
+    #[schemars(length(min = 1, max = 253))]
+    pub key: String,
+}
+
+/// The Secret the token is written to.
+#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct TargetSecret {
+    /// Name of the Secret, in the grant's namespace.
+    #[x_kube(validation = Rule::new(SECRET_NAME_RULE).message(SECRET_NAME_MESSAGE))]
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+
+    /// Key the token is stored under. Defaults to `SLACK_ACCESS_TOKEN`, which a workload (such as
+    /// PingFederate from its Helm chart) can load as an environment variable with `envFrom`.
+    #[serde(default = "default_token_key")]
+    #[x_kube(validation = Rule::new(SECRET_KEY_RULE).message(SECRET_KEY_MESSAGE))]
+    #[schemars(length(min = 1, max = 253))]
+    pub key: String,
+
+    /// Extra labels for the Secret.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+
+    /// Extra annotations for the Secret.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
+}
+
+/// Where the Slack app is installed.
+#[derive(JsonSchema, Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Installation {
+    /// A single Slack workspace.
+    #[default]
+    Workspace,
+    /// An Enterprise Grid organization, installed org-wide by an Org Owner.
+    Organization,
+}
+
+// Which Slack token the Secret holds. No doc comment on purpose: kube's schema rewrite for
+// `Option<enum>` would put the type's description in place of the field's.
+#[derive(JsonSchema, Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TokenKind {
+    /// The user token (`xoxp-`), granted the user scopes.
+    User,
+    /// The bot token (`xoxb-`), granted the bot scopes.
+    Bot,
+}
+
+// Where a grant is in its life. No doc comment, for the same reason as `TokenKind`.
+#[derive(JsonSchema, Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Phase {
+    /// Waiting for a Slack owner to open `status.authorizationURL` and approve.
+    AwaitingAuthorization,
+    /// The token is in the Secret.
+    Ready,
+    /// The grant cannot make progress until something changes; see the `Ready` condition.
+    Failed,
+}
+
+/// What the operator has observed about the grant.
+#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct SlackOAuthGrantStatus {
+    /// Where the grant is: `AwaitingAuthorization` (a Slack owner has to open `authorizationURL`),
+    /// `Ready` (the token is in the Secret) or `Failed` (it cannot progress until something
+    /// changes; the `Ready` condition says what).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<Phase>,
+
+    /// The link a Slack Workspace or Org Owner opens to approve the grant. It stops working at
+    /// `authorizationExpiresAt`, when the operator publishes a new one.
+    #[serde(
+        rename = "authorizationURL",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub authorization_url: Option<String>,
+
+    /// When `authorizationURL` stops working.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub authorization_expires_at: Option<Time>,
+
+    /// The latest observations of the grant's state. `Ready` is `True` when the token is in the
+    /// Secret; its reason says what the grant is waiting for otherwise.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[x_kube(merge_strategy = ListMerge::Map(vec!["type".into()]))]
+    pub conditions: Vec<Condition>,
+
+    /// The `metadata.generation` of the spec this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+
+    /// Who approved the grant and what Slack granted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub installation: Option<InstallationStatus>,
+}
+
+/// What Slack reported when the grant was approved. Holds no secret values.
+#[derive(JsonSchema, Deserialize, Serialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct InstallationStatus {
+    /// The workspace ID (`T...`); empty for an org-wide install.
+    #[serde(rename = "teamID", default, skip_serializing_if = "Option::is_none")]
+    pub team_id: Option<String>,
+    /// The workspace name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub team_name: Option<String>,
+    /// The Enterprise Grid organization ID (`E...`), if any.
+    #[serde(
+        rename = "enterpriseID",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub enterprise_id: Option<String>,
+    /// The Enterprise Grid organization name, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enterprise_name: Option<String>,
+    /// True for an org-wide Enterprise Grid install.
+    #[serde(default)]
+    pub enterprise_install: bool,
+    /// The Slack user ID of the person who approved.
+    #[serde(
+        rename = "authorizedUserID",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub authorized_user_id: Option<String>,
+    /// The scopes Slack granted to the stored token.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub scopes: Vec<String>,
+    /// The kind of the stored token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_type: Option<TokenKind>,
+    /// When the grant was approved.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub authorized_at: Option<Time>,
+}
+
+fn default_user_scopes() -> Vec<String> {
+    vec![DEFAULT_USER_SCOPE.to_owned()]
+}
+
+fn default_client_secret_key() -> String {
+    DEFAULT_CLIENT_SECRET_KEY.to_owned()
+}
+
+fn default_token_key() -> String {
+    DEFAULT_TOKEN_KEY.to_owned()
+}
+
+impl SlackOAuthGrantSpec {
+    /// The token the Secret holds: `spec.token`, or `User` when user scopes are requested and
+    /// `Bot` otherwise. The CRD cannot express that conditional default, so it lives here.
+    pub fn effective_token(&self) -> TokenKind {
+        match self.token {
+            Some(kind) => kind,
+            None if self.user_scopes.is_empty() => TokenKind::Bot,
+            None => TokenKind::User,
+        }
+    }
+}
+
+/// Condition types, reasons and Event reasons. Kept as constants so that tests, the controller and
+/// the callback server agree on them.
+pub mod conditions {
+    /// The one condition every grant carries.
+    pub const READY: &str = "Ready";
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(user: &[&str], bot: &[&str], token: Option<TokenKind>) -> SlackOAuthGrantSpec {
+        SlackOAuthGrantSpec {
+            client_id: "1.2".into(),
+            client_secret_ref: ClientSecretRef {
+                name: "app".into(),
+                key: default_client_secret_key(),
+            },
+            user_scopes: user.iter().map(|s| s.to_string()).collect(),
+            bot_scopes: bot.iter().map(|s| s.to_string()).collect(),
+            installation: Installation::Workspace,
+            team_id: None,
+            token,
+            secret: TargetSecret {
+                name: "token".into(),
+                key: default_token_key(),
+                labels: BTreeMap::new(),
+                annotations: BTreeMap::new(),
+            },
+        }
+    }
+
+    #[test]
+    fn token_defaults_to_user_when_user_scopes_are_requested() {
+        assert_eq!(
+            spec(&["admin"], &[], None).effective_token(),
+            TokenKind::User
+        );
+        assert_eq!(
+            spec(&["admin"], &["chat:write"], None).effective_token(),
+            TokenKind::User
+        );
+    }
+
+    #[test]
+    fn token_defaults_to_bot_without_user_scopes() {
+        assert_eq!(
+            spec(&[], &["chat:write"], None).effective_token(),
+            TokenKind::Bot
+        );
+    }
+
+    #[test]
+    fn explicit_token_wins_over_the_default() {
+        assert_eq!(
+            spec(&["admin"], &["chat:write"], Some(TokenKind::Bot)).effective_token(),
+            TokenKind::Bot
+        );
+    }
+
+    #[test]
+    fn a_minimal_grant_gets_the_documented_defaults() {
+        let grant: SlackOAuthGrantSpec = serde_json::from_value(serde_json::json!({
+            "clientID": "1234567890.1234567890",
+            "clientSecretRef": { "name": "slack-app" },
+            "secret": { "name": "slack-token" }
+        }))
+        .expect("a minimal spec");
+        assert_eq!(grant.user_scopes, vec!["admin"]);
+        assert_eq!(grant.client_secret_ref.key, "clientSecret");
+        assert_eq!(grant.secret.key, "SLACK_ACCESS_TOKEN");
+        assert_eq!(grant.installation, Installation::Workspace);
+    }
+}

@@ -1,0 +1,11 @@
+//! slack-oauth-operator: obtains Slack OAuth tokens for workloads in a Kubernetes cluster and
+//! keeps them in Secrets.
+//!
+//! The binaries (`slack-oauth-operator`, `crdgen`) are thin wrappers around this library, so that
+//! the integration tests in `tests/` drive the same code the operator runs.
+
+pub mod api;
+pub mod config;
+pub mod controller;
+pub mod crdgen;
+pub mod telemetry;
