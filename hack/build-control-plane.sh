@@ -22,6 +22,16 @@ if [[ -x "$bin/kube-apiserver" && -x "$bin/kube-controller-manager" && -x "$bin/
   exit 0
 fi
 
+# Two first-time callers (for example parallel `cluster.sh up` in separate state directories) must
+# not build into the same directory at once: the second waits, then finds the binaries.
+mkdir -p "$out"
+exec 9>"$out/.build.lock"
+flock 9
+if [[ -x "$bin/kube-apiserver" && -x "$bin/kube-controller-manager" && -x "$bin/etcd" ]]; then
+  echo "$bin"
+  exit 0
+fi
+
 command -v go >/dev/null || { echo "error: Go is required to build the local control plane (see README prerequisites)" >&2; exit 1; }
 
 src="$out/src"

@@ -131,7 +131,9 @@ spawn() {
   shift 2
   mkdir -p "$logs"
   echo "==== $(date -u +%Y-%m-%dT%H:%M:%SZ) starting $name" >>"$logfile"
-  setsid "$@" </dev/null >>"$logfile" 2>&1 &
+  # 9>&-: the component must not inherit the lock (see take_lock), or the lock would be held
+  # for as long as the cluster runs.
+  setsid "$@" </dev/null >>"$logfile" 2>&1 9>&- &
   echo "$!" >"$(pid_file "$name")"
 }
 
@@ -509,6 +511,17 @@ cmd_start_apiserver() {
   log "kube-apiserver ready in $(awk -v ms="$(($(now_ms) - start))" 'BEGIN { printf "%.1f", ms / 1000 }')s"
 }
 
+# Serialises the commands that change the cluster, so that parallel callers (several test
+# binaries each running `up`, say) do not race: the second waits, then finds the cluster running.
+take_lock() {
+  mkdir -p "$cluster_dir"
+  exec 9>"$cluster_dir/.lock"
+  if ! flock -n 9; then
+    log "waiting for another cluster.sh in $cluster_dir"
+    flock -w 300 9 || die "timed out waiting for the lock on $cluster_dir/.lock"
+  fi
+}
+
 usage() {
   echo "usage: $0 up|down|env|status|stop-apiserver|start-apiserver" >&2
   exit 2
@@ -516,11 +529,11 @@ usage() {
 
 [[ $# -eq 1 ]] || usage
 case "$1" in
-  up) cmd_up ;;
-  down) cmd_down ;;
+  up) take_lock; cmd_up ;;
+  down) take_lock; cmd_down ;;
   env) cmd_env ;;
   status) cmd_status ;;
-  stop-apiserver) cmd_stop_apiserver ;;
-  start-apiserver) cmd_start_apiserver ;;
+  stop-apiserver) take_lock; cmd_stop_apiserver ;;
+  start-apiserver) take_lock; cmd_start_apiserver ;;
   *) usage ;;
 esac
