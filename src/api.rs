@@ -333,6 +333,57 @@ pub mod conditions {
     pub const READY: &str = "Ready";
 }
 
+/// Reasons of the `Ready` condition, also used as Event reasons. Users may alert on them, so they
+/// are part of the API.
+pub mod reasons {
+    /// A link is published; waiting for a Slack owner to approve.
+    pub const AWAITING_AUTHORIZATION: &str = "AwaitingAuthorization";
+    /// The token is in the Secret.
+    pub const AUTHORIZED: &str = "Authorized";
+    /// A callback arrived; the operator is exchanging the code and writing the Secret.
+    pub const EXCHANGING: &str = "Exchanging";
+    /// The Secret named by `spec.clientSecretRef` (or its key) does not exist.
+    pub const CLIENT_SECRET_MISSING: &str = "ClientSecretMissing";
+    /// The grant was Ready, and its token Secret was deleted.
+    pub const SECRET_MISSING: &str = "SecretMissing";
+    /// A Secret with `spec.secret.name` exists and is not managed by this operator.
+    pub const SECRET_CONFLICT: &str = "SecretConflict";
+    /// The Slack owner clicked Cancel (Slack's `access_denied`).
+    pub const ACCESS_DENIED: &str = "AccessDenied";
+    /// Slack sent the browser back with an error other than `access_denied`.
+    pub const AUTHORIZATION_FAILED: &str = "AuthorizationFailed";
+    /// Slack refused the code (`invalid_code`): expired, already used or for another app.
+    pub const INVALID_CODE: &str = "InvalidCode";
+    /// Slack refused the app's Client Secret (`bad_client_secret`).
+    pub const BAD_CLIENT_SECRET: &str = "BadClientSecret";
+    /// Slack does not know `spec.clientID` (`invalid_client_id`).
+    pub const INVALID_CLIENT_ID: &str = "InvalidClientID";
+    /// Slack refused the redirect URI (`bad_redirect_uri`).
+    pub const BAD_REDIRECT_URI: &str = "BadRedirectURI";
+    /// Slack refused the exchange for another documented reason.
+    pub const EXCHANGE_FAILED: &str = "ExchangeFailed";
+    /// Slack could not be reached, or kept failing, within the code's lifetime.
+    pub const SLACK_UNAVAILABLE: &str = "SlackUnavailable";
+    /// The approval came from a team other than `spec.teamID`.
+    pub const WRONG_TEAM: &str = "WrongTeam";
+    /// An org-wide install where a workspace install was asked for, or the reverse.
+    pub const WRONG_INSTALLATION: &str = "WrongInstallation";
+    /// Slack granted fewer scopes than requested, or not the requested token.
+    pub const MISSING_SCOPE: &str = "MissingScope";
+}
+
+/// Labels and annotations the operator puts on the Secrets it writes.
+pub mod labels {
+    /// `app.kubernetes.io/managed-by`: the controller watches Secrets by this label only.
+    pub const MANAGED_BY: &str = "app.kubernetes.io/managed-by";
+    /// The name of the grant a Secret belongs to.
+    pub const GRANT: &str = "slack-oauth-operator.io/grant";
+    /// The grant generation the token was approved for.
+    pub const GRANT_GENERATION: &str = "slack-oauth-operator.io/grant-generation";
+    /// What Slack reported at approval (JSON of `InstallationStatus`); no secret values.
+    pub const INSTALLATION: &str = "slack-oauth-operator.io/installation";
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

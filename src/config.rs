@@ -1,6 +1,9 @@
 //! Command-line flags, each with an environment-variable twin, turned into a validated [`Config`].
 
+use std::{net::SocketAddr, time::Duration};
+
 use clap::{Parser, ValueEnum};
+use url::Url;
 
 /// How log lines are written.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -11,14 +14,43 @@ pub enum LogFormat {
     Json,
 }
 
-/// The operator's settings.
+/// The flags as typed; [`Flags::validate`] turns them into a [`Config`].
 #[derive(Clone, Debug, Parser)]
 #[command(
     name = "slack-oauth-operator",
     version,
     about = "Obtains Slack OAuth tokens and keeps them in Kubernetes Secrets"
 )]
-pub struct Config {
+pub struct Flags {
+    /// The operator's external base URL, as a browser reaches it (for example through an
+    /// Ingress). The OAuth redirect URI is always `<public-url>/oauth/callback`; register that
+    /// URL in the Slack app.
+    #[arg(long, env = "PUBLIC_URL")]
+    pub public_url: String,
+
+    /// Address of the public callback server.
+    #[arg(long, env = "CALLBACK_ADDR", default_value = "0.0.0.0:8080")]
+    pub callback_addr: SocketAddr,
+
+    /// Address of the internal admin server (`/healthz`, `/readyz`).
+    #[arg(long, env = "ADMIN_ADDR", default_value = "0.0.0.0:8081")]
+    pub admin_addr: SocketAddr,
+
+    /// Base URL of Slack's web pages; the authorize page is `<slack-url>/oauth/v2/authorize`.
+    /// `https://slack-gov.com` for GovSlack.
+    #[arg(long, env = "SLACK_URL", default_value = "https://slack.com")]
+    pub slack_url: String,
+
+    /// Base URL of Slack's Web API; methods are `<slack-api-url>/<method>`.
+    /// `https://slack-gov.com/api` for GovSlack.
+    #[arg(long, env = "SLACK_API_URL", default_value = "https://slack.com/api")]
+    pub slack_api_url: String,
+
+    /// How long a published authorization link stays valid (for example `1h` or `30m`). When it
+    /// expires the operator publishes a new one.
+    #[arg(long, env = "AUTHORIZATION_TTL", default_value = "1h", value_parser = humantime::parse_duration)]
+    pub authorization_ttl: Duration,
+
     /// Log filter, in `RUST_LOG` syntax (for example `info` or `slack_oauth_operator=debug`).
     #[arg(long, env = "LOG_LEVEL", default_value = "info")]
     pub log_level: String,
@@ -26,4 +58,194 @@ pub struct Config {
     /// Log format.
     #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+}
+
+/// The operator's validated settings.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// `<public-url>/oauth/callback`, sent to Slack as `redirect_uri`.
+    pub redirect_uri: Url,
+    pub callback_addr: SocketAddr,
+    pub admin_addr: SocketAddr,
+    /// `<slack-url>/oauth/v2/authorize`.
+    pub authorize_url: Url,
+    /// Base of Slack's Web API, always ending in `/`.
+    pub slack_api_url: Url,
+    pub authorization_ttl: Duration,
+    pub log_level: String,
+    pub log_format: LogFormat,
+}
+
+/// A flag that does not make sense.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("failed to parse --{flag} {value:?} as an absolute http(s) URL")]
+    InvalidUrl {
+        flag: &'static str,
+        value: String,
+        #[source]
+        source: Option<url::ParseError>,
+    },
+    #[error("failed to accept --public-url {0:?}: it must not carry a query or fragment")]
+    PublicUrlWithQuery(String),
+    #[error("failed to accept --authorization-ttl: it must be between 1 minute and 7 days")]
+    AuthorizationTtlOutOfRange,
+}
+
+/// The callback path under `--public-url`.
+pub const CALLBACK_PATH: &str = "oauth/callback";
+
+impl Flags {
+    pub fn validate(self) -> Result<Config, Error> {
+        let public = parse_base_url("public-url", &self.public_url)?;
+        if public.query().is_some() || public.fragment().is_some() {
+            return Err(Error::PublicUrlWithQuery(self.public_url));
+        }
+        let redirect_uri = join(&public, CALLBACK_PATH, "public-url", &self.public_url)?;
+        let slack = parse_base_url("slack-url", &self.slack_url)?;
+        let authorize_url = join(&slack, "oauth/v2/authorize", "slack-url", &self.slack_url)?;
+        let slack_api_url = parse_base_url("slack-api-url", &self.slack_api_url)?;
+        if self.authorization_ttl < Duration::from_secs(60)
+            || self.authorization_ttl > Duration::from_secs(7 * 24 * 3600)
+        {
+            return Err(Error::AuthorizationTtlOutOfRange);
+        }
+        Ok(Config {
+            redirect_uri,
+            callback_addr: self.callback_addr,
+            admin_addr: self.admin_addr,
+            authorize_url,
+            slack_api_url,
+            authorization_ttl: self.authorization_ttl,
+            log_level: self.log_level,
+            log_format: self.log_format,
+        })
+    }
+}
+
+/// Parses an http(s) URL and makes its path end in `/`, so that joining a relative path appends
+/// to it instead of replacing its last segment.
+fn parse_base_url(flag: &'static str, value: &str) -> Result<Url, Error> {
+    let invalid = |source| Error::InvalidUrl {
+        flag,
+        value: value.to_owned(),
+        source,
+    };
+    let mut url = Url::parse(value).map_err(|e| invalid(Some(e)))?;
+    if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
+        return Err(invalid(None));
+    }
+    if !url.path().ends_with('/') {
+        let path = format!("{}/", url.path());
+        url.set_path(&path);
+    }
+    Ok(url)
+}
+
+fn join(base: &Url, path: &str, flag: &'static str, value: &str) -> Result<Url, Error> {
+    base.join(path).map_err(|e| Error::InvalidUrl {
+        flag,
+        value: value.to_owned(),
+        source: Some(e),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn flags(args: &[&str]) -> Flags {
+        let mut all = vec!["slack-oauth-operator"];
+        all.extend_from_slice(args);
+        Flags::try_parse_from(all).expect("flags parse")
+    }
+
+    #[test]
+    fn redirect_uri_is_the_callback_path_under_the_public_url() {
+        let config = flags(&["--public-url", "https://slack-oauth.example.com"])
+            .validate()
+            .expect("valid");
+        assert_eq!(
+            config.redirect_uri.as_str(),
+            "https://slack-oauth.example.com/oauth/callback"
+        );
+        let config = flags(&["--public-url", "https://example.com/operator/"])
+            .validate()
+            .expect("valid");
+        assert_eq!(
+            config.redirect_uri.as_str(),
+            "https://example.com/operator/oauth/callback"
+        );
+        let config = flags(&["--public-url", "https://example.com/operator"])
+            .validate()
+            .expect("valid");
+        assert_eq!(
+            config.redirect_uri.as_str(),
+            "https://example.com/operator/oauth/callback"
+        );
+    }
+
+    #[test]
+    fn defaults_point_at_slack_and_cover_govslack_by_flags() {
+        let config = flags(&["--public-url", "https://x.example"])
+            .validate()
+            .expect("valid");
+        assert_eq!(
+            config.authorize_url.as_str(),
+            "https://slack.com/oauth/v2/authorize"
+        );
+        assert_eq!(config.slack_api_url.as_str(), "https://slack.com/api/");
+        assert_eq!(config.callback_addr.to_string(), "0.0.0.0:8080");
+        assert_eq!(config.admin_addr.to_string(), "0.0.0.0:8081");
+        let gov = flags(&[
+            "--public-url",
+            "https://x.example",
+            "--slack-url",
+            "https://slack-gov.com",
+            "--slack-api-url",
+            "https://slack-gov.com/api",
+        ])
+        .validate()
+        .expect("valid");
+        assert_eq!(
+            gov.authorize_url.as_str(),
+            "https://slack-gov.com/oauth/v2/authorize"
+        );
+        assert_eq!(gov.slack_api_url.as_str(), "https://slack-gov.com/api/");
+    }
+
+    #[test]
+    fn authorization_ttl_takes_human_durations() {
+        let config = flags(&[
+            "--public-url",
+            "https://x.example",
+            "--authorization-ttl",
+            "30m",
+        ])
+        .validate()
+        .expect("valid");
+        assert_eq!(config.authorization_ttl, Duration::from_secs(1800));
+        let too_short = flags(&[
+            "--public-url",
+            "https://x.example",
+            "--authorization-ttl",
+            "5s",
+        ])
+        .validate();
+        assert!(matches!(too_short, Err(Error::AuthorizationTtlOutOfRange)));
+    }
+
+    #[test]
+    fn public_url_must_be_an_absolute_http_url() {
+        for bad in [
+            "slack-oauth.example.com",
+            "ftp://example.com",
+            "https://example.com/?a=b",
+        ] {
+            assert!(
+                flags(&["--public-url", bad]).validate().is_err(),
+                "{bad} should be refused"
+            );
+        }
+    }
 }

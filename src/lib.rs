@@ -4,8 +4,13 @@
 //! The binaries (`slack-oauth-operator`, `crdgen`) are thin wrappers around this library, so that
 //! the integration tests in `tests/` drive the same code the operator runs.
 
+pub mod admin;
 pub mod api;
+pub mod authorization;
+pub mod callback;
 pub mod config;
 pub mod controller;
 pub mod crdgen;
+pub mod run;
+pub mod slack;
 pub mod telemetry;

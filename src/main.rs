@@ -1,18 +1,29 @@
-//! The operator process: configuration, logging, then the controller.
+//! The operator binary: flags, logging, then [`slack_oauth_operator::run::run`].
 
 use std::process::ExitCode;
 
 use clap::Parser;
-use slack_oauth_operator::{config::Config, controller, telemetry};
+use slack_oauth_operator::{config::Flags, run, telemetry};
+use tokio_util::sync::CancellationToken;
 use tracing::{error, info};
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let config = Config::parse();
-    if let Err(error) = telemetry::init(&config.log_level, config.log_format) {
+    let flags = Flags::parse();
+    if let Err(error) = telemetry::init(&flags.log_level, flags.log_format) {
         eprintln!("slack-oauth-operator: {error}");
         return ExitCode::FAILURE;
     }
+    let config = match flags.validate() {
+        Ok(config) => config,
+        Err(err) => {
+            error!(
+                error = &err as &dyn std::error::Error,
+                "invalid configuration"
+            );
+            return ExitCode::FAILURE;
+        }
+    };
     // One process-wide TLS provider for every client (kube and Slack).
     let _ = rustls::crypto::ring::default_provider().install_default();
 
@@ -30,7 +41,16 @@ async fn main() -> ExitCode {
         version = env!("CARGO_PKG_VERSION"),
         "starting slack-oauth-operator"
     );
-    controller::run(client).await;
-    info!("stopped");
-    ExitCode::SUCCESS
+    let shutdown = CancellationToken::new();
+    run::cancel_on_signal(shutdown.clone());
+    match run::run(client, config, shutdown).await {
+        Ok(()) => {
+            info!("stopped");
+            ExitCode::SUCCESS
+        }
+        Err(err) => {
+            error!(error = &err as &dyn std::error::Error, "failed to run");
+            ExitCode::FAILURE
+        }
+    }
 }

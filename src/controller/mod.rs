@@ -1,35 +1,90 @@
-//! The grant controller. For now it watches `SlackOAuthGrant`s and reports what it sees; the
-//! authorization flow builds on this loop.
+//! The grant controller: observe (read the grant's Secrets), plan (pure, in `plan`), apply (write
+//! the status if it changed, publish Events).
+//!
+//! It writes grant status and Events only. The token Secret is written by the callback server,
+//! and the controller learns about it through a watch on Secrets carrying our managed-by label,
+//! so it never caches other Secrets.
 
-use std::sync::Arc;
+mod plan;
+mod waiters;
+
+use std::{sync::Arc, time::Duration};
 
 use futures::StreamExt;
+use k8s_openapi::{api::core::v1::Secret, jiff::Timestamp};
 use kube::{
-    Api, Client, ResourceExt,
-    runtime::{Controller, controller::Action, watcher},
+    Api, Client, Resource, ResourceExt,
+    api::PostParams,
+    runtime::{
+        Controller,
+        controller::Action,
+        events::{Event, EventType, Recorder, Reporter},
+        watcher,
+    },
 };
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
 use tracing::{info, instrument, warn};
 
-use crate::api::SlackOAuthGrant;
+pub use self::plan::{
+    ClientSecret, EXCHANGE_GRACE, Inputs, Plan, PlannedEvent, TokenSecret, WaitFor, plan,
+};
+use self::waiters::Waiters;
+use crate::{
+    api::{MANAGED_BY, SlackOAuthGrant, labels},
+    authorization::{self, manages, read_secret_record},
+    callback::state::AuthorizationState,
+    config::Config,
+};
+
+/// The name Events are reported under.
+pub const REPORTER: &str = "slack-oauth-operator";
 
 /// Errors from reconciling one grant.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("failed to read the grant's namespace: the grant is not namespaced")]
     MissingNamespace,
+    #[error("failed to read Secret {name}")]
+    ReadSecret {
+        name: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("failed to write the grant's status")]
+    WriteStatus(#[source] kube::Error),
 }
 
 /// What every reconcile shares.
 pub struct Context {
     pub client: Client,
+    pub config: Arc<Config>,
+    pub recorder: Recorder,
+    waiters: Waiters,
 }
 
-/// Runs the controller until the process is asked to stop.
-pub async fn run(client: Client) {
+/// Runs the controller until `shutdown` is cancelled.
+pub async fn run(client: Client, config: Arc<Config>, shutdown: CancellationToken) {
     let grants = Api::<SlackOAuthGrant>::all(client.clone());
-    let context = Arc::new(Context { client });
+    let secrets = Api::<Secret>::all(client.clone());
+    let (trigger, triggered) = mpsc::channel(1024);
+    let reporter = Reporter {
+        controller: REPORTER.to_owned(),
+        instance: std::env::var("POD_NAME").ok(),
+    };
+    let context = Arc::new(Context {
+        recorder: Recorder::new(client.clone(), reporter),
+        waiters: Waiters::new(client.clone(), trigger),
+        client,
+        config,
+    });
+    let managed =
+        watcher::Config::default().labels(&format!("{}={MANAGED_BY}", labels::MANAGED_BY));
     Controller::new(grants, watcher::Config::default().any_semantic())
-        .shutdown_on_signal()
+        .owns(secrets, managed)
+        .reconcile_on(ReceiverStream::new(triggered))
+        .graceful_shutdown_on(async move { shutdown.cancelled().await })
         .run(reconcile, error_policy, context)
         .for_each(|result| async move {
             if let Err(error) = result {
@@ -40,18 +95,145 @@ pub async fn run(client: Client) {
 }
 
 #[instrument(skip_all, fields(namespace = grant.namespace().as_deref().unwrap_or(""), grant = %grant.name_any()))]
-async fn reconcile(grant: Arc<SlackOAuthGrant>, _context: Arc<Context>) -> Result<Action, Error> {
-    grant.namespace().ok_or(Error::MissingNamespace)?;
-    info!(
-        generation = grant.metadata.generation,
-        installation = ?grant.spec.installation,
-        token = ?grant.spec.effective_token(),
-        secret = %grant.spec.secret.name,
-        "observed grant"
-    );
-    Ok(Action::await_change())
+async fn reconcile(grant: Arc<SlackOAuthGrant>, context: Arc<Context>) -> Result<Action, Error> {
+    let namespace = grant.namespace().ok_or(Error::MissingNamespace)?;
+    let secrets = Api::<Secret>::namespaced(context.client.clone(), &namespace);
+
+    // Observe.
+    let app_secret = get_secret(&secrets, &grant.spec.client_secret_ref.name).await?;
+    let client_secret = match &app_secret {
+        None => ClientSecret::SecretMissing,
+        Some(secret) if has_key(secret, &grant.spec.client_secret_ref.key) => ClientSecret::Present,
+        Some(_) => ClientSecret::KeyMissing,
+    };
+    let existing = get_secret(&secrets, &grant.spec.secret.name).await?;
+    let token_secret = match &existing {
+        None => TokenSecret::Absent,
+        Some(secret) if manages(secret, &grant) => TokenSecret::Managed {
+            has_token: has_key(secret, &grant.spec.secret.key),
+            record: read_secret_record(secret),
+        },
+        Some(_) => TokenSecret::Foreign,
+    };
+
+    // Plan.
+    let now = Timestamp::now();
+    let config = &context.config;
+    let fresh_link = || {
+        let ttl = k8s_openapi::jiff::SignedDuration::try_from(config.authorization_ttl)
+            .unwrap_or_default();
+        // Whole seconds, so the expiry in the state and in the status agree exactly.
+        let expires_at = Timestamp::from_second((now + ttl).as_second()).unwrap_or(now);
+        let state = AuthorizationState::issue(
+            &namespace,
+            &grant.name_any(),
+            grant.uid().as_deref().unwrap_or_default(),
+            grant.metadata.generation.unwrap_or_default(),
+            expires_at.as_second(),
+        );
+        let url = authorization::authorization_url(
+            &config.authorize_url,
+            &config.redirect_uri,
+            &grant.spec,
+            &state.encode(),
+        );
+        (url.to_string(), expires_at)
+    };
+    let plan = plan(&Inputs {
+        grant: &grant,
+        client_secret,
+        token_secret,
+        now,
+        fresh_link: &fresh_link,
+    });
+
+    // Apply.
+    if grant.status.as_ref() != Some(&plan.status) {
+        let mut updated = (*grant).clone();
+        updated.status = Some(plan.status.clone());
+        updated.metadata.managed_fields = None;
+        // A replace carries the resourceVersion we planned from, so a status the callback server
+        // wrote meanwhile is never overwritten: the conflict requeues with a fresh read.
+        Api::<SlackOAuthGrant>::namespaced(context.client.clone(), &namespace)
+            .replace_status(&grant.name_any(), &PostParams::default(), &updated)
+            .await
+            .map_err(Error::WriteStatus)?;
+        info!(phase = ?plan.status.phase, reason = %plan.status.conditions[0].reason, "status updated");
+    }
+    for event in &plan.events {
+        publish(&context.recorder, &grant, event).await;
+    }
+    if let Some(WaitFor::SecretChange(name)) = &plan.wait_for {
+        let observed = [&app_secret, &existing]
+            .into_iter()
+            .flatten()
+            .find(|s| s.name_any() == *name)
+            .and_then(|s| s.resource_version());
+        context
+            .waiters
+            .wait_for_secret(&namespace, name, observed, &grant);
+    }
+    Ok(match plan.requeue_after {
+        Some(after) => Action::requeue(after),
+        None => Action::await_change(),
+    })
 }
 
-fn error_policy(_grant: Arc<SlackOAuthGrant>, _error: &Error, _context: Arc<Context>) -> Action {
-    Action::await_change()
+fn error_policy(grant: Arc<SlackOAuthGrant>, error: &Error, _context: Arc<Context>) -> Action {
+    let conflict = matches!(error, Error::WriteStatus(e) if is_conflict(e));
+    warn!(
+        namespace = grant.namespace().as_deref().unwrap_or(""),
+        grant = %grant.name_any(),
+        error = error as &dyn std::error::Error,
+        "reconcile failed; retrying"
+    );
+    // A conflict only means our view was stale: retry at once with a fresh one.
+    Action::requeue(if conflict {
+        Duration::from_millis(200)
+    } else {
+        Duration::from_secs(5)
+    })
+}
+
+fn is_conflict(error: &kube::Error) -> bool {
+    matches!(error, kube::Error::Api(status) if status.code == 409)
+}
+
+async fn get_secret(secrets: &Api<Secret>, name: &str) -> Result<Option<Secret>, Error> {
+    secrets
+        .get_opt(name)
+        .await
+        .map_err(|source| Error::ReadSecret {
+            name: name.to_owned(),
+            source,
+        })
+}
+
+fn has_key(secret: &Secret, key: &str) -> bool {
+    secret
+        .data
+        .as_ref()
+        .is_some_and(|d| d.get(key).is_some_and(|v| !v.0.is_empty()))
+        || secret
+            .string_data
+            .as_ref()
+            .is_some_and(|d| d.get(key).is_some_and(|v| !v.is_empty()))
+}
+
+/// Publishes an Event about the grant. Failing to publish one is logged, never fatal.
+pub async fn publish(recorder: &Recorder, grant: &SlackOAuthGrant, event: &PlannedEvent) {
+    let event = Event {
+        type_: if event.warning {
+            EventType::Warning
+        } else {
+            EventType::Normal
+        },
+        reason: event.reason.to_owned(),
+        note: Some(event.note.clone()),
+        action: "Reconcile".to_owned(),
+        secondary: None,
+    };
+    if let Err(error) = recorder.publish(&event, &grant.object_ref(&())).await {
+        warn!(error = &error as &dyn std::error::Error, reason = %event.reason, "failed to publish an Event");
+    }
 }

@@ -3,4 +3,6 @@
 
 mod api_server;
 mod operator;
+// Shared by several test binaries, each of which uses only part of it.
+#[allow(dead_code)]
 mod support;

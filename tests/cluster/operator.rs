@@ -1,12 +1,5 @@
 //! The operator binary itself, run against the control plane.
 
-use std::{
-    io::{BufRead, BufReader},
-    process::{Command, Stdio},
-    sync::mpsc,
-    time::Duration,
-};
-
 use kube::{
     Api,
     api::{Patch, PatchParams},
@@ -14,31 +7,22 @@ use kube::{
 use serde_json::json;
 use slack_oauth_operator::api::SlackOAuthGrant;
 
-use crate::support::{self, TestNamespace};
+use crate::support::{self, Operator, TestNamespace};
 
 #[tokio::test]
 #[ignore = "needs the local control plane: run `make test`"]
-async fn operator_watches_grants_and_logs_them() {
+async fn operator_publishes_a_link_for_a_new_grant_and_logs_it() {
     let client = support::client().await;
     support::install_crd(&client).await;
     let ns = TestNamespace::create(&client, "operator-watches").await;
-
-    let mut operator = Command::new(env!("CARGO_BIN_EXE_slack-oauth-operator"))
-        .args(["--log-format", "json"])
-        .env_remove("RUST_LOG")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("start the operator");
-    let stdout = operator.stdout.take().expect("stdout");
-    let (lines, received) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if lines.send(line).is_err() {
-                break;
-            }
-        }
-    });
+    // Slack is never called before a callback, so any URL will do here.
+    let operator = Operator::start(
+        "operator-watches",
+        "https://slack.example",
+        "https://slack.example/api",
+        &[],
+    )
+    .await;
 
     let grant: SlackOAuthGrant = serde_json::from_value(json!({
         "apiVersion": "slack-oauth-operator.io/v1alpha1",
@@ -51,7 +35,8 @@ async fn operator_watches_grants_and_logs_them() {
         }
     }))
     .expect("grant");
-    Api::<SlackOAuthGrant>::namespaced(client.clone(), &ns.name)
+    let grants = Api::<SlackOAuthGrant>::namespaced(client.clone(), &ns.name);
+    grants
         .patch(
             "watched",
             &PatchParams::apply("operator-test"),
@@ -60,29 +45,22 @@ async fn operator_watches_grants_and_logs_them() {
         .await
         .expect("apply the grant");
 
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    let mut seen = Vec::new();
-    let found = loop {
-        let left = deadline.saturating_duration_since(std::time::Instant::now());
-        match received.recv_timeout(left) {
-            Ok(line) => {
-                let entry: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
-                let observed = entry["message"] == "observed grant"
-                    && entry["span"]["grant"] == "watched"
-                    && entry["span"]["namespace"] == ns.name.as_str();
-                seen.push(line);
-                if observed {
-                    break true;
-                }
-            }
-            Err(_) => break false,
-        }
-    };
-    let _ = operator.kill();
-    let _ = operator.wait();
+    // Without the client secret, no link; the condition says why.
+    let waiting = support::wait_for_grant(&grants, "watched", |g| {
+        support::ready_reason(g).as_deref() == Some("ClientSecretMissing")
+    })
+    .await;
     assert!(
-        found,
-        "the operator did not log the grant within 30 s; it printed:\n{}",
-        seen.join("\n")
+        waiting
+            .status
+            .as_ref()
+            .and_then(|s| s.authorization_url.as_ref())
+            .is_none()
+    );
+
+    let logs = operator.logs();
+    assert!(
+        logs.contains("\"grant\":\"watched\""),
+        "the operator logs name the grant:\n{logs}"
     );
 }

@@ -147,3 +147,164 @@ pub fn tool(variable: &str) -> PathBuf {
         ),
     }
 }
+
+/// A free loopback port. Another process could take it before it is used, which on a test
+/// machine is rare enough; the ports are below the ephemeral range only by chance.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// Where tests keep operator logs, for the final scan for secrets (`hack/scan-logs.py`).
+pub fn log_dir() -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("operator-logs");
+    std::fs::create_dir_all(&dir).expect("log dir");
+    dir
+}
+
+/// The operator binary, run as a separate process with real flags, logging JSON to a file.
+pub struct Operator {
+    child: std::process::Child,
+    /// `http://127.0.0.1:<port>`: the public URL, and so the base of the redirect URI.
+    pub public_url: String,
+    pub admin_url: String,
+    pub log: PathBuf,
+}
+
+impl Operator {
+    /// Starts the operator against the control plane in `KUBECONFIG` and Slack at `slack_url`
+    /// (web) and `slack_api_url`, and waits until it is ready.
+    pub async fn start(name: &str, slack_url: &str, slack_api_url: &str, extra: &[&str]) -> Self {
+        Self::start_on(name, free_port(), slack_url, slack_api_url, extra).await
+    }
+
+    /// Like [`Operator::start`], on a given callback port (to restart "the same" operator).
+    pub async fn start_on(
+        name: &str,
+        callback_port: u16,
+        slack_url: &str,
+        slack_api_url: &str,
+        extra: &[&str],
+    ) -> Self {
+        let admin_port = free_port();
+        let public_url = format!("http://127.0.0.1:{callback_port}");
+        let log = log_dir().join(format!("{name}-{}.log", std::process::id()));
+        let log_file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .expect("log file");
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_slack-oauth-operator"))
+            .args(["--public-url", &public_url])
+            .args(["--callback-addr", &format!("127.0.0.1:{callback_port}")])
+            .args(["--admin-addr", &format!("127.0.0.1:{admin_port}")])
+            .args(["--slack-url", slack_url, "--slack-api-url", slack_api_url])
+            .args([
+                "--log-format",
+                "json",
+                "--log-level",
+                "info,slack_oauth_operator=debug",
+            ])
+            .args(extra)
+            .env_remove("RUST_LOG")
+            .stdout(log_file.try_clone().expect("log file"))
+            .stderr(log_file)
+            .spawn()
+            .expect("start the operator");
+        let operator = Self {
+            child,
+            public_url,
+            admin_url: format!("http://127.0.0.1:{admin_port}"),
+            log,
+        };
+        operator.wait_ready().await;
+        operator
+    }
+
+    async fn wait_ready(&self) {
+        let http = reqwest::Client::new();
+        for _ in 0..300 {
+            if let Ok(response) = http.get(format!("{}/readyz", self.admin_url)).send().await
+                && response.status().is_success()
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!(
+            "the operator did not become ready within 30 s; its log:\n{}",
+            self.logs()
+        );
+    }
+
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The port the callback server listens on.
+    pub fn callback_port(&self) -> u16 {
+        self.public_url
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .expect("port")
+    }
+
+    /// Stops the operator the way Kubernetes does (SIGTERM), waiting for it to exit.
+    pub fn terminate(&mut self) {
+        let _ = std::process::Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        for _ in 0..300 {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        panic!("the operator did not stop within 30 s of SIGTERM");
+    }
+}
+
+impl Drop for Operator {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The reason of the grant's `Ready` condition.
+pub fn ready_reason(grant: &slack_oauth_operator::api::SlackOAuthGrant) -> Option<String> {
+    grant
+        .status
+        .as_ref()?
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Ready")
+        .map(|c| c.reason.clone())
+}
+
+/// Waits up to 30 s for the grant to satisfy `done`, and returns it.
+pub async fn wait_for_grant(
+    grants: &Api<slack_oauth_operator::api::SlackOAuthGrant>,
+    name: &str,
+    done: impl Fn(&slack_oauth_operator::api::SlackOAuthGrant) -> bool,
+) -> slack_oauth_operator::api::SlackOAuthGrant {
+    let mut last = None;
+    for _ in 0..300 {
+        if let Ok(grant) = grants.get(name).await {
+            if done(&grant) {
+                return grant;
+            }
+            last = Some(grant);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!(
+        "grant {name} did not reach the expected state within 30 s; last seen: {:#?}",
+        last.map(|g| g.status)
+    );
+}

@@ -1,0 +1,502 @@
+//! What an authorization means for a grant, as plain functions: the link to publish, whether
+//! Slack's answer satisfies the grant, and the Secret to write. No I/O.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::{
+    ByteString,
+    api::core::v1::Secret,
+    apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference, Time},
+    jiff::Timestamp,
+};
+use kube::{Resource, ResourceExt};
+use secrecy::{ExposeSecret, SecretString};
+use url::Url;
+
+use crate::{
+    api::{
+        Installation, InstallationStatus, MANAGED_BY, SlackOAuthGrant, SlackOAuthGrantSpec,
+        TokenKind, labels, reasons,
+    },
+    slack::OAuthAccess,
+};
+
+/// The link a Slack owner opens: Slack's authorize page with the grant's parameters.
+pub fn authorization_url(
+    authorize_url: &Url,
+    redirect_uri: &Url,
+    spec: &SlackOAuthGrantSpec,
+    state: &str,
+) -> Url {
+    let mut url = authorize_url.clone();
+    {
+        let mut query = url.query_pairs_mut();
+        query.append_pair("client_id", &spec.client_id);
+        query.append_pair("scope", &spec.bot_scopes.join(","));
+        query.append_pair("user_scope", &spec.user_scopes.join(","));
+        query.append_pair("redirect_uri", redirect_uri.as_str());
+        query.append_pair("state", state);
+        if let Some(team) = &spec.team_id {
+            query.append_pair("team", team);
+        }
+    }
+    url
+}
+
+/// The `state` inside a published authorization URL.
+pub fn state_of(authorization_url: &str) -> Option<String> {
+    let url = Url::parse(authorization_url).ok()?;
+    url.query_pairs()
+        .find(|(k, _)| k == "state")
+        .map(|(_, v)| v.into_owned())
+}
+
+/// Why Slack's answer does not satisfy the grant. Each becomes a condition reason and a page.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Mismatch {
+    #[error("failed to accept the approval: it came from {got}, but the grant asks for {want}")]
+    WrongTeam { want: String, got: String },
+    #[error(
+        "failed to accept the approval: the app was installed on a single workspace, but the grant asks for an Enterprise Grid organization install"
+    )]
+    NotOrganizationInstall,
+    #[error(
+        "failed to accept the approval: the app was installed org-wide, but the grant asks for a workspace install"
+    )]
+    UnexpectedOrganizationInstall,
+    #[error("failed to accept the approval: Slack issued no {0} token")]
+    MissingToken(&'static str),
+    #[error("failed to accept the approval: Slack did not grant the scopes {missing}")]
+    MissingScopes { missing: String },
+}
+
+impl Mismatch {
+    /// The `Ready` condition reason for this mismatch.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::WrongTeam { .. } => reasons::WRONG_TEAM,
+            Self::NotOrganizationInstall | Self::UnexpectedOrganizationInstall => {
+                reasons::WRONG_INSTALLATION
+            }
+            Self::MissingToken(_) | Self::MissingScopes { .. } => reasons::MISSING_SCOPE,
+        }
+    }
+}
+
+/// The token the grant keeps, with what Slack said about it.
+#[derive(Debug)]
+pub struct Approved {
+    pub token: SecretString,
+    pub refresh_token: Option<SecretString>,
+    pub expires_in: Option<u64>,
+    pub installation: InstallationStatus,
+}
+
+/// Checks Slack's answer against the grant and picks the token to keep.
+pub fn approve(
+    spec: &SlackOAuthGrantSpec,
+    access: &OAuthAccess,
+    now: Timestamp,
+) -> Result<Approved, Mismatch> {
+    match (spec.installation, access.is_enterprise_install) {
+        (Installation::Organization, false) => return Err(Mismatch::NotOrganizationInstall),
+        (Installation::Workspace, true) => return Err(Mismatch::UnexpectedOrganizationInstall),
+        _ => {}
+    }
+    let team_id = access.team.as_ref().map(|t| t.id.clone());
+    let enterprise_id = access.enterprise.as_ref().map(|e| e.id.clone());
+    if let Some(want) = &spec.team_id {
+        let matches = team_id.as_deref() == Some(want.as_str())
+            || enterprise_id.as_deref() == Some(want.as_str());
+        if !matches {
+            let got = team_id
+                .clone()
+                .or(enterprise_id.clone())
+                .unwrap_or_else(|| "an unknown team".to_owned());
+            return Err(Mismatch::WrongTeam {
+                want: want.clone(),
+                got,
+            });
+        }
+    }
+
+    let kind = spec.effective_token();
+    let (token, refresh_token, expires_in, granted) = match kind {
+        TokenKind::User => {
+            let user = access
+                .authed_user
+                .as_ref()
+                .ok_or(Mismatch::MissingToken("user"))?;
+            let token = user
+                .access_token
+                .clone()
+                .ok_or(Mismatch::MissingToken("user"))?;
+            (
+                token,
+                user.refresh_token.clone(),
+                user.expires_in,
+                user.scope.clone().unwrap_or_default(),
+            )
+        }
+        TokenKind::Bot => {
+            let token = access
+                .access_token
+                .clone()
+                .ok_or(Mismatch::MissingToken("bot"))?;
+            (
+                token,
+                access.refresh_token.clone(),
+                access.expires_in,
+                access.scope.clone().unwrap_or_default(),
+            )
+        }
+    };
+    let granted: Vec<String> = granted
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect();
+    let requested = match kind {
+        TokenKind::User => &spec.user_scopes,
+        TokenKind::Bot => &spec.bot_scopes,
+    };
+    let missing: Vec<&str> = requested
+        .iter()
+        .filter(|s| !granted.contains(s))
+        .map(String::as_str)
+        .collect();
+    if !missing.is_empty() {
+        return Err(Mismatch::MissingScopes {
+            missing: missing.join(","),
+        });
+    }
+
+    let installation = InstallationStatus {
+        team_id,
+        team_name: access.team.as_ref().and_then(|t| t.name.clone()),
+        enterprise_id,
+        enterprise_name: access.enterprise.as_ref().and_then(|e| e.name.clone()),
+        enterprise_install: access.is_enterprise_install,
+        authorized_user_id: access.authed_user.as_ref().map(|u| u.id.clone()),
+        scopes: granted,
+        token_type: Some(kind),
+        authorized_at: Some(Time(now)),
+    };
+    Ok(Approved {
+        token,
+        refresh_token,
+        expires_in,
+        installation,
+    })
+}
+
+/// The name Slack users know the approving team by, for pages and Events.
+pub fn team_label(installation: &InstallationStatus) -> String {
+    let name = installation
+        .team_name
+        .as_ref()
+        .or(installation.enterprise_name.as_ref());
+    let id = installation
+        .team_id
+        .as_ref()
+        .or(installation.enterprise_id.as_ref());
+    match (name, id) {
+        (Some(name), Some(id)) => format!("{name} ({id})"),
+        (None, Some(id)) => id.clone(),
+        (Some(name), None) => name.clone(),
+        (None, None) => "an unknown team".to_owned(),
+    }
+}
+
+/// Whether a Secret is one this operator wrote for this grant, and so may be replaced.
+pub fn manages(secret: &Secret, grant: &SlackOAuthGrant) -> bool {
+    let labelled = secret
+        .labels()
+        .get(labels::MANAGED_BY)
+        .is_some_and(|v| v == MANAGED_BY);
+    let owned = grant.uid().is_some_and(|uid| {
+        secret
+            .owner_references()
+            .iter()
+            .any(|o| o.uid == uid && o.kind == SlackOAuthGrant::kind(&()))
+    });
+    labelled && owned
+}
+
+/// The token Secret for an approved grant: the token under `spec.secret.key` (with the refresh
+/// token and expiry next to it when Slack rotates tokens), the spec's labels and annotations, ours,
+/// and an owner reference so it goes away with the grant.
+pub fn token_secret(grant: &SlackOAuthGrant, approved: &Approved, now: Timestamp) -> Secret {
+    let spec = &grant.spec;
+    let mut data = BTreeMap::new();
+    data.insert(
+        spec.secret.key.clone(),
+        ByteString(approved.token.expose_secret().as_bytes().to_vec()),
+    );
+    if let Some(refresh) = &approved.refresh_token {
+        data.insert(
+            format!("{}_REFRESH_TOKEN", spec.secret.key),
+            ByteString(refresh.expose_secret().as_bytes().to_vec()),
+        );
+    }
+    if let Some(seconds) = approved.expires_in {
+        let expires = now.checked_add(jiff_seconds(seconds)).unwrap_or(now);
+        data.insert(
+            format!("{}_EXPIRES_AT", spec.secret.key),
+            ByteString(expires.to_string().into_bytes()),
+        );
+    }
+
+    let mut secret_labels = spec.secret.labels.clone();
+    secret_labels.insert(labels::MANAGED_BY.to_owned(), MANAGED_BY.to_owned());
+    secret_labels.insert(labels::GRANT.to_owned(), grant.name_any());
+    let mut annotations = spec.secret.annotations.clone();
+    annotations.insert(
+        labels::GRANT_GENERATION.to_owned(),
+        grant.metadata.generation.unwrap_or_default().to_string(),
+    );
+    annotations.insert(
+        labels::INSTALLATION.to_owned(),
+        serde_json::to_string(&approved.installation).unwrap_or_default(),
+    );
+
+    Secret {
+        metadata: ObjectMeta {
+            name: Some(spec.secret.name.clone()),
+            namespace: grant.namespace(),
+            labels: Some(secret_labels),
+            annotations: Some(annotations),
+            owner_references: owner_reference(grant).map(|o| vec![o]),
+            ..ObjectMeta::default()
+        },
+        type_: Some("Opaque".to_owned()),
+        data: Some(data),
+        ..Secret::default()
+    }
+}
+
+fn jiff_seconds(seconds: u64) -> k8s_openapi::jiff::SignedDuration {
+    k8s_openapi::jiff::SignedDuration::from_secs(i64::try_from(seconds).unwrap_or(i64::MAX))
+}
+
+/// The grant as the controlling owner of a Secret.
+pub fn owner_reference(grant: &SlackOAuthGrant) -> Option<OwnerReference> {
+    grant.controller_owner_ref(&())
+}
+
+/// What a managed token Secret says about the approval it holds: the grant generation it was
+/// approved for, and the installation details.
+pub fn read_secret_record(secret: &Secret) -> Option<(i64, InstallationStatus)> {
+    let annotations = secret.metadata.annotations.as_ref()?;
+    let generation = annotations.get(labels::GRANT_GENERATION)?.parse().ok()?;
+    let installation = serde_json::from_str(annotations.get(labels::INSTALLATION)?).ok()?;
+    Some((generation, installation))
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::api::{ClientSecretRef, TargetSecret};
+
+    fn spec() -> SlackOAuthGrantSpec {
+        serde_json::from_value(json!({
+            "clientID": "1234567890.1234567890",
+            "clientSecretRef": { "name": "app" },
+            "secret": { "name": "slack-token" }
+        }))
+        .expect("spec")
+    }
+
+    fn access(value: serde_json::Value) -> OAuthAccess {
+        serde_json::from_value(value).expect("Slack's answer")
+    }
+
+    fn user_install() -> OAuthAccess {
+        access(json!({
+            "ok": true, "app_id": "A1",
+            "authed_user": { "id": "U1", "scope": "admin", "access_token": "xoxp-1", "token_type": "user" },
+            "team": { "id": "T1", "name": "Acme" }, "enterprise": null, "is_enterprise_install": false
+        }))
+    }
+
+    fn now() -> Timestamp {
+        Timestamp::from_second(1_800_000_000).expect("time")
+    }
+
+    #[test]
+    fn authorization_url_carries_the_grant_parameters() {
+        let mut spec = spec();
+        spec.team_id = Some("T0123".into());
+        spec.bot_scopes = vec!["chat:write".into(), "users:read".into()];
+        let authorize = Url::parse("https://slack.com/oauth/v2/authorize").expect("url");
+        let redirect = Url::parse("https://op.example.com/oauth/callback").expect("url");
+        let url = authorization_url(&authorize, &redirect, &spec, "s1.abc");
+        let query: BTreeMap<String, String> = url.query_pairs().into_owned().collect();
+        assert_eq!(query["client_id"], "1234567890.1234567890");
+        assert_eq!(query["scope"], "chat:write,users:read");
+        assert_eq!(query["user_scope"], "admin");
+        assert_eq!(
+            query["redirect_uri"],
+            "https://op.example.com/oauth/callback"
+        );
+        assert_eq!(query["state"], "s1.abc");
+        assert_eq!(query["team"], "T0123");
+        assert_eq!(state_of(url.as_str()).as_deref(), Some("s1.abc"));
+    }
+
+    #[test]
+    fn user_token_is_kept_for_a_user_grant() {
+        let approved = approve(&spec(), &user_install(), now()).expect("approved");
+        assert_eq!(approved.token.expose_secret(), "xoxp-1");
+        assert_eq!(approved.installation.team_id.as_deref(), Some("T1"));
+        assert_eq!(approved.installation.scopes, vec!["admin"]);
+        assert_eq!(approved.installation.token_type, Some(TokenKind::User));
+        assert_eq!(team_label(&approved.installation), "Acme (T1)");
+    }
+
+    #[test]
+    fn bot_token_is_kept_for_a_bot_grant() {
+        let mut spec = spec();
+        spec.user_scopes = vec![];
+        spec.bot_scopes = vec!["chat:write".into()];
+        let answer = access(json!({
+            "ok": true, "access_token": "xoxb-1", "token_type": "bot", "scope": "chat:write,commands",
+            "bot_user_id": "B1", "team": { "id": "T1", "name": "Acme" }, "is_enterprise_install": false,
+            "authed_user": { "id": "U1" }
+        }));
+        let approved = approve(&spec, &answer, now()).expect("approved");
+        assert_eq!(approved.token.expose_secret(), "xoxb-1");
+        assert_eq!(approved.installation.token_type, Some(TokenKind::Bot));
+    }
+
+    #[test]
+    fn org_wide_install_is_required_for_an_organization_grant() {
+        let mut spec = spec();
+        spec.installation = Installation::Organization;
+        assert_eq!(
+            approve(&spec, &user_install(), now()).err(),
+            Some(Mismatch::NotOrganizationInstall)
+        );
+        let org = access(json!({
+            "ok": true, "authed_user": { "id": "U1", "scope": "admin", "access_token": "xoxp-2" },
+            "team": null, "enterprise": { "id": "E1", "name": "Acme Grid" }, "is_enterprise_install": true
+        }));
+        let approved = approve(&spec, &org, now()).expect("org install");
+        assert!(approved.installation.enterprise_install);
+        assert_eq!(team_label(&approved.installation), "Acme Grid (E1)");
+        assert_eq!(
+            approve(&self::spec(), &org, now()).err(),
+            Some(Mismatch::UnexpectedOrganizationInstall)
+        );
+    }
+
+    #[test]
+    fn team_must_match_the_workspace_or_the_organization() {
+        let mut spec = spec();
+        spec.team_id = Some("T2".into());
+        assert!(matches!(
+            approve(&spec, &user_install(), now()),
+            Err(Mismatch::WrongTeam { .. })
+        ));
+        spec.team_id = Some("T1".into());
+        assert!(approve(&spec, &user_install(), now()).is_ok());
+    }
+
+    #[test]
+    fn fewer_scopes_than_requested_are_refused() {
+        let mut spec = spec();
+        spec.user_scopes = vec!["admin".into(), "users:read".into()];
+        assert_eq!(
+            approve(&spec, &user_install(), now()).err(),
+            Some(Mismatch::MissingScopes {
+                missing: "users:read".into()
+            })
+        );
+    }
+
+    #[test]
+    fn missing_token_is_refused() {
+        let mut spec = spec();
+        spec.token = Some(TokenKind::Bot);
+        spec.bot_scopes = vec!["chat:write".into()];
+        assert_eq!(
+            approve(&spec, &user_install(), now()).err(),
+            Some(Mismatch::MissingToken("bot"))
+        );
+    }
+
+    #[test]
+    fn mismatch_messages_never_contain_a_token() {
+        let mut spec = spec();
+        spec.team_id = Some("T9".into());
+        let message = approve(&spec, &user_install(), now())
+            .expect_err("mismatch")
+            .to_string();
+        assert!(!message.contains("xoxp"), "{message}");
+    }
+
+    #[test]
+    fn token_secret_holds_the_token_labels_and_owner() {
+        let mut grant = SlackOAuthGrant::new(
+            "scim",
+            SlackOAuthGrantSpec {
+                client_secret_ref: ClientSecretRef {
+                    name: "app".into(),
+                    key: "clientSecret".into(),
+                },
+                secret: TargetSecret {
+                    name: "slack-token".into(),
+                    key: "SLACK_ACCESS_TOKEN".into(),
+                    labels: BTreeMap::from([("team".to_owned(), "identity".to_owned())]),
+                    annotations: BTreeMap::from([(
+                        "note".to_owned(),
+                        "for PingFederate".to_owned(),
+                    )]),
+                },
+                ..spec()
+            },
+        );
+        grant.metadata.namespace = Some("pf".into());
+        grant.metadata.uid = Some("uid-1".into());
+        grant.metadata.generation = Some(2);
+        let approved = approve(&grant.spec, &user_install(), now()).expect("approved");
+        let secret = token_secret(&grant, &approved, now());
+        let data = secret.data.as_ref().expect("data");
+        assert_eq!(data["SLACK_ACCESS_TOKEN"].0, b"xoxp-1");
+        assert_eq!(data.len(), 1);
+        assert_eq!(secret.labels()[labels::MANAGED_BY], MANAGED_BY);
+        assert_eq!(secret.labels()["team"], "identity");
+        assert_eq!(secret.annotations()["note"], "for PingFederate");
+        let owner = &secret.owner_references()[0];
+        assert_eq!(
+            (owner.uid.as_str(), owner.controller),
+            ("uid-1", Some(true))
+        );
+        assert!(manages(&secret, &grant));
+        let (generation, installation) = read_secret_record(&secret).expect("record");
+        assert_eq!(generation, 2);
+        assert_eq!(installation, approved.installation);
+        assert!(
+            !serde_json::to_string(&secret.metadata)
+                .expect("json")
+                .contains("xoxp-1")
+        );
+    }
+
+    #[test]
+    fn a_secret_without_our_label_and_owner_is_not_ours() {
+        let mut grant = SlackOAuthGrant::new("scim", spec());
+        grant.metadata.uid = Some("uid-1".into());
+        let foreign = Secret {
+            metadata: ObjectMeta {
+                name: Some("slack-token".into()),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        assert!(!manages(&foreign, &grant));
+    }
+}

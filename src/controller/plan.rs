@@ -1,0 +1,622 @@
+//! Deciding what a grant needs, as a pure function of the grant, what was observed, and the time.
+//! Tests feed it values; nothing here talks to Kubernetes or Slack.
+
+use std::time::Duration;
+
+use k8s_openapi::{
+    apimachinery::pkg::apis::meta::v1::{Condition, Time},
+    jiff::{SignedDuration, Timestamp},
+};
+use kube::ResourceExt;
+
+use crate::{
+    api::{InstallationStatus, Phase, SlackOAuthGrant, SlackOAuthGrantStatus, conditions, reasons},
+    authorization::{state_of, team_label},
+    callback::state::AuthorizationState,
+};
+
+/// How long after a callback claimed a link the controller waits for its outcome before it
+/// publishes a new link: the code's 10-minute lifetime plus a margin.
+pub const EXCHANGE_GRACE: Duration = Duration::from_secs(12 * 60);
+
+/// The Secret holding the Slack app's Client Secret, as observed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ClientSecret {
+    Present,
+    SecretMissing,
+    KeyMissing,
+}
+
+/// The Secret the token goes to, as observed.
+#[derive(Clone, Debug, PartialEq)]
+pub enum TokenSecret {
+    Absent,
+    /// Ours: labelled and owned by this grant. `record` is what the callback wrote with the token:
+    /// the grant generation it was approved for, and the installation.
+    Managed {
+        has_token: bool,
+        record: Option<(i64, InstallationStatus)>,
+    },
+    /// Someone else's.
+    Foreign,
+}
+
+/// Everything `plan` decides from.
+pub struct Inputs<'a> {
+    pub grant: &'a SlackOAuthGrant,
+    pub client_secret: ClientSecret,
+    pub token_secret: TokenSecret,
+    pub now: Timestamp,
+    /// Used only when a new link is needed: the fresh link and when it expires.
+    pub fresh_link: &'a dyn Fn() -> (String, Timestamp),
+}
+
+/// An Event to publish about the grant.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PlannedEvent {
+    pub warning: bool,
+    pub reason: &'static str,
+    pub note: String,
+}
+
+/// What should be waited for before the grant can progress, besides its own changes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum WaitFor {
+    /// Until a Secret with this name exists (or gains the key).
+    SecretChange(String),
+}
+
+/// The outcome of planning.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Plan {
+    pub status: SlackOAuthGrantStatus,
+    pub events: Vec<PlannedEvent>,
+    pub requeue_after: Option<Duration>,
+    pub wait_for: Option<WaitFor>,
+}
+
+/// Reasons the callback server records after a failed attempt; the controller keeps them, with
+/// a fresh link, so the person sees what went wrong.
+const CALLBACK_FAILURES: &[&str] = &[
+    reasons::ACCESS_DENIED,
+    reasons::AUTHORIZATION_FAILED,
+    reasons::INVALID_CODE,
+    reasons::BAD_CLIENT_SECRET,
+    reasons::INVALID_CLIENT_ID,
+    reasons::BAD_REDIRECT_URI,
+    reasons::EXCHANGE_FAILED,
+    reasons::SLACK_UNAVAILABLE,
+    reasons::WRONG_TEAM,
+    reasons::WRONG_INSTALLATION,
+    reasons::MISSING_SCOPE,
+    reasons::SECRET_CONFLICT,
+];
+
+pub fn plan(inputs: &Inputs<'_>) -> Plan {
+    let grant = inputs.grant;
+    let generation = grant.metadata.generation.unwrap_or_default();
+    let current = grant.status.clone().unwrap_or_default();
+    let ready = current
+        .conditions
+        .iter()
+        .find(|c| c.type_ == conditions::READY);
+    let current_reason = ready.map(|c| c.reason.as_str());
+    let spec = &grant.spec;
+    let namespace = grant.namespace().unwrap_or_default();
+
+    let mut status = SlackOAuthGrantStatus {
+        observed_generation: Some(generation),
+        installation: current.installation.clone(),
+        ..SlackOAuthGrantStatus::default()
+    };
+    let mut events = Vec::new();
+    let mut requeue_after = None;
+    let mut wait_for = None;
+
+    let outcome: (bool, &'static str, String) = match (&inputs.token_secret, &inputs.client_secret)
+    {
+        (TokenSecret::Foreign, _) => {
+            status.phase = Some(Phase::Failed);
+            wait_for = Some(WaitFor::SecretChange(spec.secret.name.clone()));
+            (
+                false,
+                reasons::SECRET_CONFLICT,
+                format!(
+                    "Secret {namespace}/{} exists and is not managed by slack-oauth-operator, so it is never overwritten. Delete it, or set spec.secret.name to another name.",
+                    spec.secret.name
+                ),
+            )
+        }
+        (
+            TokenSecret::Managed {
+                has_token: true,
+                record: Some((approved_for, installation)),
+            },
+            _,
+        ) if *approved_for == generation => {
+            status.phase = Some(Phase::Ready);
+            status.installation = Some(installation.clone());
+            let message = format!(
+                "The token approved by {} is in Secret {namespace}/{} under key {}.",
+                team_label(installation),
+                spec.secret.name,
+                spec.secret.key
+            );
+            if current_reason != Some(reasons::AUTHORIZED) {
+                events.push(PlannedEvent {
+                    warning: false,
+                    reason: reasons::AUTHORIZED,
+                    note: message.clone(),
+                });
+            }
+            (true, reasons::AUTHORIZED, message)
+        }
+        (_, ClientSecret::SecretMissing | ClientSecret::KeyMissing) => {
+            status.phase = Some(Phase::Failed);
+            wait_for = Some(WaitFor::SecretChange(spec.client_secret_ref.name.clone()));
+            let what = if inputs.client_secret == ClientSecret::SecretMissing {
+                format!(
+                    "Secret {namespace}/{} does not exist",
+                    spec.client_secret_ref.name
+                )
+            } else {
+                format!(
+                    "Secret {namespace}/{} has no key {}",
+                    spec.client_secret_ref.name, spec.client_secret_ref.key
+                )
+            };
+            (
+                false,
+                reasons::CLIENT_SECRET_MISSING,
+                format!(
+                    "{what}. Create it with the Slack app's Client Secret under key {}; the authorization link is published as soon as it exists.",
+                    spec.client_secret_ref.key
+                ),
+            )
+        }
+        _ => {
+            status.phase = Some(Phase::AwaitingAuthorization);
+            let exchange_pending = ready.is_some_and(|c| {
+                c.reason == reasons::EXCHANGING
+                    && c.observed_generation == Some(generation)
+                    && inputs.now < c.last_transition_time.0 + signed(EXCHANGE_GRACE)
+            });
+            match usable_link(&current, grant, inputs.now) {
+                Some((url, expires_at)) => {
+                    status.authorization_url = Some(url);
+                    status.authorization_expires_at = Some(Time(expires_at));
+                    requeue_after = Some(until(inputs.now, expires_at));
+                }
+                None if exchange_pending => {
+                    let since = ready
+                        .map(|c| c.last_transition_time.0)
+                        .unwrap_or(inputs.now);
+                    requeue_after = Some(until(inputs.now, since + signed(EXCHANGE_GRACE)));
+                }
+                None => {
+                    let (url, expires_at) = (inputs.fresh_link)();
+                    status.authorization_url = Some(url);
+                    status.authorization_expires_at = Some(Time(expires_at));
+                    requeue_after = Some(until(inputs.now, expires_at));
+                    events.push(PlannedEvent {
+                        warning: false,
+                        reason: reasons::AWAITING_AUTHORIZATION,
+                        note: format!(
+                            "Published an authorization link, valid until {expires_at}: see status.authorizationURL."
+                        ),
+                    });
+                }
+            }
+            let kept_failure = ready.filter(|c| {
+                CALLBACK_FAILURES.contains(&c.reason.as_str())
+                    && c.observed_generation == Some(generation)
+            });
+            if exchange_pending && status.authorization_url.is_none() {
+                let message = ready.map(|c| c.message.clone()).unwrap_or_default();
+                (false, reasons::EXCHANGING, message)
+            } else if let Some(failure) = kept_failure {
+                let reason = CALLBACK_FAILURES
+                    .iter()
+                    .copied()
+                    .find(|r| *r == failure.reason)
+                    .unwrap_or(reasons::EXCHANGE_FAILED);
+                (false, reason, failure.message.clone())
+            } else if inputs.token_secret == TokenSecret::Absent && current.installation.is_some() {
+                (
+                    false,
+                    reasons::SECRET_MISSING,
+                    format!(
+                        "Secret {namespace}/{} with the token was deleted. A Slack owner must approve the new link in status.authorizationURL.",
+                        spec.secret.name
+                    ),
+                )
+            } else {
+                let who = match spec.installation {
+                    crate::api::Installation::Workspace => "a Slack Workspace Owner",
+                    crate::api::Installation::Organization => "a Slack Org Owner",
+                };
+                let keeps = if matches!(inputs.token_secret, TokenSecret::Managed { .. }) {
+                    format!(
+                        " Until then Secret {namespace}/{} keeps the previous token.",
+                        spec.secret.name
+                    )
+                } else {
+                    String::new()
+                };
+                (
+                    false,
+                    reasons::AWAITING_AUTHORIZATION,
+                    format!(
+                        "Waiting for {who} to open status.authorizationURL and click Allow.{keeps}"
+                    ),
+                )
+            }
+        }
+    };
+
+    let (ok, reason, message) = outcome;
+    status.conditions = vec![ready_condition(
+        ready, ok, reason, message, generation, inputs.now,
+    )];
+    if !ok
+        && reason != reasons::AWAITING_AUTHORIZATION
+        && current_reason != Some(reason)
+        && reason != reasons::EXCHANGING
+    {
+        let note = status.conditions[0].message.clone();
+        events.push(PlannedEvent {
+            warning: true,
+            reason,
+            note,
+        });
+    }
+    Plan {
+        status,
+        events,
+        requeue_after,
+        wait_for,
+    }
+}
+
+/// The grant's published link, if it is for this generation and still valid.
+fn usable_link(
+    current: &SlackOAuthGrantStatus,
+    grant: &SlackOAuthGrant,
+    now: Timestamp,
+) -> Option<(String, Timestamp)> {
+    let url = current.authorization_url.as_ref()?;
+    let expires_at = current.authorization_expires_at.as_ref()?.0;
+    let state = AuthorizationState::decode(&state_of(url)?).ok()?;
+    let same_grant = Some(state.uid.as_str()) == grant.metadata.uid.as_deref()
+        && Some(state.generation) == grant.metadata.generation;
+    (same_grant && now < expires_at).then(|| (url.clone(), expires_at))
+}
+
+/// The `Ready` condition, keeping `lastTransitionTime` unless the status flips.
+fn ready_condition(
+    previous: Option<&Condition>,
+    ok: bool,
+    reason: &str,
+    message: String,
+    generation: i64,
+    now: Timestamp,
+) -> Condition {
+    let status = if ok { "True" } else { "False" }.to_owned();
+    let last_transition_time = match previous {
+        Some(previous) if previous.status == status => previous.last_transition_time.clone(),
+        _ => Time(now),
+    };
+    Condition {
+        type_: conditions::READY.to_owned(),
+        status,
+        reason: reason.to_owned(),
+        message,
+        observed_generation: Some(generation),
+        last_transition_time,
+    }
+}
+
+fn signed(duration: Duration) -> SignedDuration {
+    SignedDuration::try_from(duration).unwrap_or(SignedDuration::MAX)
+}
+
+/// Time from `now` until `then`, at least one second so a requeue never spins.
+fn until(now: Timestamp, then: Timestamp) -> Duration {
+    let left = then.duration_since(now);
+    Duration::try_from(left)
+        .unwrap_or_default()
+        .max(Duration::from_secs(1))
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::api::Installation;
+
+    const NOW: i64 = 1_800_000_000;
+
+    fn now() -> Timestamp {
+        Timestamp::from_second(NOW).expect("time")
+    }
+
+    fn grant(status: serde_json::Value) -> SlackOAuthGrant {
+        serde_json::from_value(json!({
+            "apiVersion": "slack-oauth-operator.io/v1alpha1",
+            "kind": "SlackOAuthGrant",
+            "metadata": { "name": "scim", "namespace": "pf", "uid": "uid-1", "generation": 2 },
+            "spec": {
+                "clientID": "1234567890.1234567890",
+                "clientSecretRef": { "name": "slack-app" },
+                "secret": { "name": "slack-token" }
+            },
+            "status": status
+        }))
+        .expect("grant")
+    }
+
+    fn link_for(generation: i64, expires_at: i64) -> String {
+        let state =
+            AuthorizationState::issue("pf", "scim", "uid-1", generation, expires_at).encode();
+        format!("https://slack.com/oauth/v2/authorize?client_id=1&state={state}")
+    }
+
+    fn fresh() -> (String, Timestamp) {
+        (
+            link_for(2, NOW + 3600),
+            Timestamp::from_second(NOW + 3600).expect("time"),
+        )
+    }
+
+    fn run(
+        grant: &SlackOAuthGrant,
+        client_secret: ClientSecret,
+        token_secret: TokenSecret,
+    ) -> Plan {
+        plan(&Inputs {
+            grant,
+            client_secret,
+            token_secret,
+            now: now(),
+            fresh_link: &fresh,
+        })
+    }
+
+    fn ready(plan: &Plan) -> &Condition {
+        &plan.status.conditions[0]
+    }
+
+    fn installation() -> InstallationStatus {
+        InstallationStatus {
+            team_id: Some("T1".into()),
+            team_name: Some("Acme".into()),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn new_grant_gets_a_link_and_awaits_authorization() {
+        let plan = run(
+            &grant(json!(null)),
+            ClientSecret::Present,
+            TokenSecret::Absent,
+        );
+        assert_eq!(plan.status.phase, Some(Phase::AwaitingAuthorization));
+        assert!(plan.status.authorization_url.is_some());
+        assert_eq!(plan.status.authorization_expires_at, Some(Time(fresh().1)));
+        assert_eq!(plan.status.observed_generation, Some(2));
+        assert_eq!(ready(&plan).status, "False");
+        assert_eq!(ready(&plan).reason, reasons::AWAITING_AUTHORIZATION);
+        assert_eq!(plan.requeue_after, Some(Duration::from_secs(3600)));
+        assert_eq!(plan.events.len(), 1);
+        assert_eq!(plan.events[0].reason, reasons::AWAITING_AUTHORIZATION);
+    }
+
+    #[test]
+    fn a_grant_that_needs_nothing_plans_the_status_it_has() {
+        let first = run(
+            &grant(json!(null)),
+            ClientSecret::Present,
+            TokenSecret::Absent,
+        );
+        let settled = grant(serde_json::to_value(&first.status).expect("json"));
+        let again = run(&settled, ClientSecret::Present, TokenSecret::Absent);
+        assert_eq!(again.status, first.status, "no write when nothing changed");
+        assert!(again.events.is_empty());
+        assert_eq!(
+            again.requeue_after,
+            Some(Duration::from_secs(3600)),
+            "wake up at expiry, no polling"
+        );
+    }
+
+    #[test]
+    fn expired_link_is_replaced() {
+        let old = link_for(2, NOW - 1);
+        let g = grant(
+            json!({ "authorizationURL": old, "authorizationExpiresAt": "2027-01-15T07:59:59Z" }),
+        );
+        let plan = run(&g, ClientSecret::Present, TokenSecret::Absent);
+        assert_ne!(plan.status.authorization_url.as_deref(), Some(old.as_str()));
+        assert!(plan.status.authorization_url.is_some());
+    }
+
+    #[test]
+    fn link_of_an_older_generation_is_replaced() {
+        let old = link_for(1, NOW + 100);
+        let g = grant(
+            json!({ "authorizationURL": old, "authorizationExpiresAt": "2027-01-15T08:01:40Z" }),
+        );
+        let plan = run(&g, ClientSecret::Present, TokenSecret::Absent);
+        assert_ne!(plan.status.authorization_url.as_deref(), Some(old.as_str()));
+    }
+
+    #[test]
+    fn missing_client_secret_publishes_no_link_and_says_why() {
+        let plan = run(
+            &grant(json!(null)),
+            ClientSecret::SecretMissing,
+            TokenSecret::Absent,
+        );
+        assert_eq!(plan.status.phase, Some(Phase::Failed));
+        assert_eq!(plan.status.authorization_url, None);
+        assert_eq!(ready(&plan).reason, reasons::CLIENT_SECRET_MISSING);
+        assert!(
+            ready(&plan).message.contains("pf/slack-app"),
+            "{}",
+            ready(&plan).message
+        );
+        assert_eq!(
+            plan.wait_for,
+            Some(WaitFor::SecretChange("slack-app".into()))
+        );
+        assert!(
+            plan.events
+                .iter()
+                .any(|e| e.warning && e.reason == reasons::CLIENT_SECRET_MISSING)
+        );
+
+        let key = run(
+            &grant(json!(null)),
+            ClientSecret::KeyMissing,
+            TokenSecret::Absent,
+        );
+        assert!(
+            ready(&key).message.contains("has no key clientSecret"),
+            "{}",
+            ready(&key).message
+        );
+    }
+
+    #[test]
+    fn secret_with_the_current_generation_makes_the_grant_ready() {
+        let token = TokenSecret::Managed {
+            has_token: true,
+            record: Some((2, installation())),
+        };
+        let plan = run(&grant(json!(null)), ClientSecret::Present, token);
+        assert_eq!(plan.status.phase, Some(Phase::Ready));
+        assert_eq!(plan.status.authorization_url, None);
+        assert_eq!(plan.status.installation, Some(installation()));
+        assert_eq!(ready(&plan).status, "True");
+        assert_eq!(ready(&plan).reason, reasons::AUTHORIZED);
+        assert!(ready(&plan).message.contains("Acme (T1)"));
+        assert_eq!(plan.requeue_after, None);
+        assert_eq!(plan.events[0].reason, reasons::AUTHORIZED);
+    }
+
+    #[test]
+    fn ready_grant_does_not_need_the_client_secret() {
+        let token = TokenSecret::Managed {
+            has_token: true,
+            record: Some((2, installation())),
+        };
+        let plan = run(&grant(json!(null)), ClientSecret::SecretMissing, token);
+        assert_eq!(plan.status.phase, Some(Phase::Ready));
+    }
+
+    #[test]
+    fn spec_change_after_ready_asks_again_and_keeps_the_old_secret() {
+        let token = TokenSecret::Managed {
+            has_token: true,
+            record: Some((1, installation())),
+        };
+        let plan = run(
+            &grant(json!({ "installation": { "teamID": "T1" } })),
+            ClientSecret::Present,
+            token,
+        );
+        assert_eq!(plan.status.phase, Some(Phase::AwaitingAuthorization));
+        assert!(plan.status.authorization_url.is_some());
+        assert!(
+            ready(&plan).message.contains("keeps the previous token"),
+            "{}",
+            ready(&plan).message
+        );
+    }
+
+    #[test]
+    fn deleted_secret_reports_secret_missing_with_a_new_link() {
+        let was_ready = json!({
+            "phase": "Ready", "installation": { "teamID": "T1" },
+            "conditions": [{ "type": "Ready", "status": "True", "reason": "Authorized", "message": "",
+                             "lastTransitionTime": "2027-01-01T00:00:00Z", "observedGeneration": 2 }]
+        });
+        let plan = run(
+            &grant(was_ready),
+            ClientSecret::Present,
+            TokenSecret::Absent,
+        );
+        assert_eq!(ready(&plan).reason, reasons::SECRET_MISSING);
+        assert!(plan.status.authorization_url.is_some());
+        assert_eq!(
+            ready(&plan).last_transition_time,
+            Time(now()),
+            "status flipped True -> False"
+        );
+    }
+
+    #[test]
+    fn foreign_secret_is_a_conflict_without_a_link() {
+        let plan = run(
+            &grant(json!(null)),
+            ClientSecret::Present,
+            TokenSecret::Foreign,
+        );
+        assert_eq!(ready(&plan).reason, reasons::SECRET_CONFLICT);
+        assert_eq!(plan.status.authorization_url, None);
+        assert_eq!(
+            plan.wait_for,
+            Some(WaitFor::SecretChange("slack-token".into()))
+        );
+    }
+
+    #[test]
+    fn callback_failure_is_kept_next_to_a_fresh_link() {
+        let failed = json!({ "conditions": [{ "type": "Ready", "status": "False", "reason": "AccessDenied",
+            "message": "The Slack owner declined.", "lastTransitionTime": "2027-01-01T00:00:00Z", "observedGeneration": 2 }] });
+        let plan = run(&grant(failed), ClientSecret::Present, TokenSecret::Absent);
+        assert_eq!(ready(&plan).reason, reasons::ACCESS_DENIED);
+        assert_eq!(ready(&plan).message, "The Slack owner declined.");
+        assert!(plan.status.authorization_url.is_some());
+    }
+
+    #[test]
+    fn claimed_link_waits_for_the_exchange_then_gives_up() {
+        let claimed_at = Timestamp::from_second(NOW - 60).expect("time");
+        let exchanging = json!({ "conditions": [{ "type": "Ready", "status": "False", "reason": "Exchanging",
+            "message": "exchanging", "lastTransitionTime": claimed_at.to_string(), "observedGeneration": 2 }] });
+        let plan = run(
+            &grant(exchanging),
+            ClientSecret::Present,
+            TokenSecret::Absent,
+        );
+        assert_eq!(
+            plan.status.authorization_url, None,
+            "no second link while a code is being exchanged"
+        );
+        assert_eq!(ready(&plan).reason, reasons::EXCHANGING);
+        assert_eq!(
+            plan.requeue_after,
+            Some(EXCHANGE_GRACE - Duration::from_secs(60))
+        );
+
+        let stale_at = Timestamp::from_second(NOW - 13 * 60).expect("time");
+        let stale = json!({ "conditions": [{ "type": "Ready", "status": "False", "reason": "Exchanging",
+            "message": "exchanging", "lastTransitionTime": stale_at.to_string(), "observedGeneration": 2 }] });
+        let plan = run(&grant(stale), ClientSecret::Present, TokenSecret::Absent);
+        assert!(
+            plan.status.authorization_url.is_some(),
+            "a lost exchange gets a new link"
+        );
+    }
+
+    #[test]
+    fn organization_grant_asks_an_org_owner() {
+        let mut g = grant(json!(null));
+        g.spec.installation = Installation::Organization;
+        let plan = run(&g, ClientSecret::Present, TokenSecret::Absent);
+        assert!(ready(&plan).message.contains("Org Owner"));
+    }
+}

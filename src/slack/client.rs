@@ -1,0 +1,278 @@
+//! The real Slack client, over HTTPS with reqwest.
+//!
+//! Every method is a form-encoded POST. The code exchange authenticates the app with HTTP Basic,
+//! as Slack recommends. Transient failures (429, 5xx, transport errors, Slack's own
+//! `ratelimited`/`service_unavailable`...) are retried with exponential backoff, honouring
+//! `Retry-After`, until the caller's deadline.
+
+use std::time::Duration;
+
+use reqwest::{StatusCode, header::RETRY_AFTER};
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+use tokio::time::Instant;
+use tracing::{debug, warn};
+use url::Url;
+
+use super::{CodeExchange, OAuthAccess, SlackApi, SlackError};
+
+/// Timeouts and backoff of [`SlackClient`].
+#[derive(Clone, Debug)]
+pub struct ClientOptions {
+    /// Limit on one HTTP request, connection included.
+    pub request_timeout: Duration,
+    /// First backoff; doubled after each failure.
+    pub initial_backoff: Duration,
+    /// Longest backoff between two attempts.
+    pub max_backoff: Duration,
+}
+
+impl Default for ClientOptions {
+    fn default() -> Self {
+        Self {
+            request_timeout: Duration::from_secs(15),
+            initial_backoff: Duration::from_millis(250),
+            max_backoff: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Slack's Web API at a configurable base URL (`https://slack.com/api/` by default).
+#[derive(Clone, Debug)]
+pub struct SlackClient {
+    http: reqwest::Client,
+    api_url: Url,
+    options: ClientOptions,
+}
+
+/// What every Web API answer has.
+#[derive(Deserialize)]
+struct Envelope {
+    ok: bool,
+    #[serde(default)]
+    error: Option<String>,
+}
+
+impl SlackClient {
+    pub fn new(api_url: Url, options: ClientOptions) -> Result<Self, reqwest::Error> {
+        let http = reqwest::Client::builder()
+            .timeout(options.request_timeout)
+            .connect_timeout(options.request_timeout.min(Duration::from_secs(5)))
+            .user_agent(concat!("slack-oauth-operator/", env!("CARGO_PKG_VERSION")))
+            // A redirect from the Web API is never expected; following one could send the
+            // credentials elsewhere.
+            .redirect(reqwest::redirect::Policy::none())
+            .build()?;
+        Ok(Self {
+            http,
+            api_url,
+            options,
+        })
+    }
+
+    /// POSTs `form` to `method` until it succeeds, fails for good, or `deadline` passes.
+    async fn call(
+        &self,
+        method: &'static str,
+        form: &[(&str, &str)],
+        basic: Option<(&str, &SecretString)>,
+        bearer: Option<&SecretString>,
+        deadline: Instant,
+    ) -> Result<Vec<u8>, SlackError> {
+        let url = self
+            .api_url
+            .join(method)
+            .unwrap_or_else(|_| self.api_url.clone());
+        let mut backoff = self.options.initial_backoff;
+        let mut attempt = 0u32;
+        loop {
+            attempt += 1;
+            let mut request = self.http.post(url.clone()).form(form);
+            if let Some((user, password)) = basic {
+                request = request.basic_auth(user, Some(password.expose_secret()));
+            }
+            if let Some(token) = bearer {
+                request = request.bearer_auth(token.expose_secret());
+            }
+            let (error, retry_after) = match request.send().await {
+                Ok(response) => {
+                    let status = response.status();
+                    let retry_after = retry_after(&response);
+                    if status == StatusCode::OK {
+                        let body = response
+                            .bytes()
+                            .await
+                            .map_err(|source| SlackError::Transport { method, source })?;
+                        let envelope: Envelope = serde_json::from_slice(&body)
+                            .map_err(|source| SlackError::Decode { method, source })?;
+                        if envelope.ok {
+                            return Ok(body.to_vec());
+                        }
+                        let code = envelope.error.unwrap_or_else(|| "unknown_error".to_owned());
+                        (
+                            SlackError::Api {
+                                method,
+                                code: sanitize_code(&code),
+                            },
+                            retry_after,
+                        )
+                    } else if status == StatusCode::TOO_MANY_REQUESTS {
+                        let wait = retry_after.unwrap_or(backoff);
+                        (
+                            SlackError::RateLimited {
+                                method,
+                                retry_after: wait,
+                            },
+                            Some(wait),
+                        )
+                    } else {
+                        (
+                            SlackError::Status {
+                                method,
+                                status: status.as_u16(),
+                            },
+                            retry_after,
+                        )
+                    }
+                }
+                Err(source) => (
+                    SlackError::Transport {
+                        method,
+                        source: source.without_url(),
+                    },
+                    None,
+                ),
+            };
+            if !error.is_transient() {
+                return Err(error);
+            }
+            // Slack's Retry-After wins over our own backoff.
+            let wait = retry_after.unwrap_or(backoff);
+            if Instant::now() + wait >= deadline {
+                warn!(
+                    method,
+                    attempt,
+                    error = &error as &dyn std::error::Error,
+                    "giving up on Slack: deadline reached"
+                );
+                return Err(error);
+            }
+            debug!(method, attempt, wait_ms = wait.as_millis() as u64, error = %error, "retrying Slack call");
+            tokio::time::sleep(wait).await;
+            backoff = (backoff * 2).min(self.options.max_backoff);
+        }
+    }
+}
+
+impl SlackApi for SlackClient {
+    async fn exchange_code(
+        &self,
+        request: &CodeExchange,
+        deadline: Instant,
+    ) -> Result<OAuthAccess, SlackError> {
+        const METHOD: &str = "oauth.v2.access";
+        let form = [
+            ("grant_type", "authorization_code"),
+            ("code", request.code.expose_secret()),
+            ("redirect_uri", request.redirect_uri.as_str()),
+        ];
+        let body = self
+            .call(
+                METHOD,
+                &form,
+                Some((&request.client_id, &request.client_secret)),
+                None,
+                deadline,
+            )
+            .await?;
+        serde_json::from_slice(&body).map_err(|source| SlackError::Decode {
+            method: METHOD,
+            source,
+        })
+    }
+
+    async fn revoke(&self, token: &SecretString, deadline: Instant) -> Result<(), SlackError> {
+        match self
+            .call("auth.revoke", &[], None, Some(token), deadline)
+            .await
+        {
+            Ok(_) => Ok(()),
+            // The token is already gone: that is what revoking wanted.
+            Err(SlackError::Api { code, .. })
+                if matches!(
+                    code.as_str(),
+                    "invalid_auth" | "token_revoked" | "token_expired" | "account_inactive"
+                ) =>
+            {
+                Ok(())
+            }
+            Err(error) => Err(error),
+        }
+    }
+}
+
+fn retry_after(response: &reqwest::Response) -> Option<Duration> {
+    let seconds: u64 = response
+        .headers()
+        .get(RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
+    Some(Duration::from_secs(seconds.min(600)))
+}
+
+/// Slack's error codes are short snake_case words. Anything else is replaced, so an unexpected
+/// answer can never carry text of Slack's (or anyone's) choosing into a status or a page.
+fn sanitize_code(code: &str) -> String {
+    let valid = !code.is_empty()
+        && code.len() <= 64
+        && code
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b == b'_' || b.is_ascii_digit());
+    if valid {
+        code.to_owned()
+    } else {
+        "unknown_error".to_owned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slack_error_codes_are_kept_only_when_they_look_like_codes() {
+        assert_eq!(sanitize_code("invalid_code"), "invalid_code");
+        assert_eq!(sanitize_code("<script>"), "unknown_error");
+        assert_eq!(sanitize_code("xoxp-123-secret"), "unknown_error");
+        assert_eq!(sanitize_code(""), "unknown_error");
+    }
+
+    #[test]
+    fn transient_errors_are_classified_in_one_place() {
+        let api = |code: &str| SlackError::Api {
+            method: "m",
+            code: code.to_owned(),
+        };
+        assert!(api("ratelimited").is_transient());
+        assert!(api("service_unavailable").is_transient());
+        assert!(!api("invalid_code").is_transient());
+        assert!(!api("bad_client_secret").is_transient());
+        assert!(
+            SlackError::Status {
+                method: "m",
+                status: 503
+            }
+            .is_transient()
+        );
+        assert!(
+            !SlackError::Status {
+                method: "m",
+                status: 404
+            }
+            .is_transient()
+        );
+    }
+}
