@@ -3,6 +3,7 @@ SHELL := bash
 .DEFAULT_GOAL := help
 
 CRD_FILE := crds/slackoauthgrants.slack-oauth-operator.io.yaml
+CHART_CRD_FILE := charts/slack-oauth-operator/templates/crd.yaml
 
 include hack/Makefile.cluster.mk
 
@@ -18,18 +19,20 @@ test: ## Build what is missing, start a throwaway control plane, run every test,
 	@hack/test.sh
 
 test-unit: ## Only the tests that need no control plane.
-	cargo test --locked
+	cargo test --locked --workspace
 
 lint: ## rustfmt and clippy, warnings are errors.
 	cargo fmt --all --check
-	cargo clippy --locked --all-targets -- -D warnings
+	cargo clippy --locked --workspace --all-targets -- -D warnings
 
 fmt: ## Format the code.
 	cargo fmt --all
 
-generate: ## Regenerate the CRD under crds/ from src/api.rs.
+generate: ## Regenerate the CRD under crds/ and in the Helm chart from src/api.rs.
 	cargo run --locked --quiet --bin crdgen > $(CRD_FILE).tmp
 	mv $(CRD_FILE).tmp $(CRD_FILE)
+	cargo run --locked --quiet --bin crdgen -- --helm > $(CHART_CRD_FILE).tmp
+	mv $(CHART_CRD_FILE).tmp $(CHART_CRD_FILE)
 
 build: ## The release binary, built as the Dockerfile builds it.
 	cargo build --locked --release --bin slack-oauth-operator

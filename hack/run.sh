@@ -24,4 +24,8 @@ echo "run: installing the CRD" >&2
   -f crds/slackoauthgrants.slack-oauth-operator.io.yaml
 "$kubectl" wait --for=condition=Established --timeout=60s crd/slackoauthgrants.slack-oauth-operator.io
 
-exec cargo run --locked --bin slack-oauth-operator -- "$@"
+# Locally the callback is reachable at http://127.0.0.1:8080 unless PUBLIC_URL (or --public-url)
+# says otherwise; Slack needs that URL among the app's Redirect URLs.
+args=()
+[[ -n "${PUBLIC_URL:-}" || " $* " == *" --public-url "* ]] || args+=(--public-url http://127.0.0.1:8080)
+exec cargo run --locked --bin slack-oauth-operator -- "${args[@]}" "$@"

@@ -1,6 +1,6 @@
-//! The internal admin server: `/healthz` (the process is alive) and `/readyz` (it can serve
-//! callbacks: the callback listener is bound and the Kubernetes API answered). It listens on its
-//! own port so the Ingress never exposes it.
+//! The internal admin server: `/healthz` (the process is alive), `/readyz` (it can serve
+//! callbacks: the callback listener is bound and the Kubernetes API answered) and `/metrics`
+//! (Prometheus). It listens on its own port so the Ingress never exposes it.
 
 use std::sync::{
     Arc,
@@ -10,6 +10,8 @@ use std::sync::{
 use axum::{Router, extract::State, http::StatusCode, routing::get};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+
+use crate::metrics::Metrics;
 
 /// Set once the operator can serve callbacks.
 #[derive(Clone, Default)]
@@ -25,15 +27,34 @@ impl Readiness {
     }
 }
 
-pub fn router(readiness: Readiness) -> Router {
+#[derive(Clone)]
+struct AdminState {
+    readiness: Readiness,
+    metrics: Metrics,
+}
+
+pub fn router(readiness: Readiness, metrics: Metrics) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(ready))
-        .with_state(readiness)
+        .route("/metrics", get(render_metrics))
+        .with_state(AdminState { readiness, metrics })
 }
 
-async fn ready(State(readiness): State<Readiness>) -> (StatusCode, &'static str) {
-    if readiness.is_ready() {
+async fn render_metrics(
+    State(state): State<AdminState>,
+) -> ([(axum::http::HeaderName, &'static str); 1], String) {
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        state.metrics.render(),
+    )
+}
+
+async fn ready(State(state): State<AdminState>) -> (StatusCode, &'static str) {
+    if state.readiness.is_ready() {
         (StatusCode::OK, "ok")
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, "not ready")
@@ -44,9 +65,10 @@ async fn ready(State(readiness): State<Readiness>) -> (StatusCode, &'static str)
 pub async fn serve(
     listener: TcpListener,
     readiness: Readiness,
+    metrics: Metrics,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(readiness))
+    axum::serve(listener, router(readiness, metrics))
         .with_graceful_shutdown(async move { shutdown.cancelled().await })
         .await
 }

@@ -51,6 +51,34 @@ pub struct Flags {
     #[arg(long, env = "AUTHORIZATION_TTL", default_value = "1h", value_parser = humantime::parse_duration)]
     pub authorization_ttl: Duration,
 
+    /// Namespaces whose grants the operator reconciles, comma-separated. Empty (the default)
+    /// means every namespace.
+    #[arg(long, env = "WATCH_NAMESPACES", value_delimiter = ',')]
+    pub watch_namespaces: Vec<String>,
+
+    /// Elect one leader among the replicas with a Lease, so that exactly one reconciles; every
+    /// replica serves callbacks.
+    #[arg(long, env = "LEADER_ELECTION", default_value_t = true, action = clap::ArgAction::Set)]
+    pub leader_election: bool,
+
+    /// Namespace of the leader-election Lease: the operator's own namespace. Defaults to
+    /// `POD_NAMESPACE`, then the service account's namespace, then `default`.
+    #[arg(long, env = "LEADER_ELECTION_NAMESPACE")]
+    pub leader_election_namespace: Option<String>,
+
+    /// Name of the leader-election Lease.
+    #[arg(
+        long,
+        env = "LEADER_ELECTION_LEASE",
+        default_value = "slack-oauth-operator"
+    )]
+    pub leader_election_lease: String,
+
+    /// How long a leader holds the Lease without renewing it; a stopped leader that could not
+    /// release it is replaced after this long.
+    #[arg(long, env = "LEADER_ELECTION_LEASE_DURATION", default_value = "15s", value_parser = humantime::parse_duration)]
+    pub leader_election_lease_duration: Duration,
+
     /// Log filter, in `RUST_LOG` syntax (for example `info` or `slack_oauth_operator=debug`).
     #[arg(long, env = "LOG_LEVEL", default_value = "info")]
     pub log_level: String,
@@ -72,8 +100,19 @@ pub struct Config {
     /// Base of Slack's Web API, always ending in `/`.
     pub slack_api_url: Url,
     pub authorization_ttl: Duration,
+    /// Empty means every namespace.
+    pub watch_namespaces: Vec<String>,
+    pub leader_election: Option<LeaderElection>,
     pub log_level: String,
     pub log_format: LogFormat,
+}
+
+/// Where and how replicas elect the one that reconciles.
+#[derive(Clone, Debug)]
+pub struct LeaderElection {
+    pub namespace: String,
+    pub lease: String,
+    pub duration: Duration,
 }
 
 /// A flag that does not make sense.
@@ -88,8 +127,12 @@ pub enum Error {
     },
     #[error("failed to accept --public-url {0:?}: it must not carry a query or fragment")]
     PublicUrlWithQuery(String),
-    #[error("failed to accept --authorization-ttl: it must be between 1 minute and 7 days")]
+    #[error("failed to accept --authorization-ttl: it must be between 5 seconds and 7 days")]
     AuthorizationTtlOutOfRange,
+    #[error(
+        "failed to accept --leader-election-lease-duration: it must be between 2 seconds and 5 minutes"
+    )]
+    LeaseDurationOutOfRange,
 }
 
 /// The callback path under `--public-url`.
@@ -105,12 +148,35 @@ impl Flags {
         let slack = parse_base_url("slack-url", &self.slack_url)?;
         let authorize_url = join(&slack, "oauth/v2/authorize", "slack-url", &self.slack_url)?;
         let slack_api_url = parse_base_url("slack-api-url", &self.slack_api_url)?;
-        if self.authorization_ttl < Duration::from_secs(60)
+        if self.authorization_ttl < Duration::from_secs(5)
             || self.authorization_ttl > Duration::from_secs(7 * 24 * 3600)
         {
             return Err(Error::AuthorizationTtlOutOfRange);
         }
+        let leader_election = if self.leader_election {
+            let duration = self.leader_election_lease_duration;
+            if duration < Duration::from_secs(2) || duration > Duration::from_secs(300) {
+                return Err(Error::LeaseDurationOutOfRange);
+            }
+            Some(LeaderElection {
+                namespace: self.leader_election_namespace.unwrap_or_else(own_namespace),
+                lease: self.leader_election_lease,
+                duration,
+            })
+        } else {
+            None
+        };
+        let mut watch_namespaces: Vec<String> = self
+            .watch_namespaces
+            .into_iter()
+            .map(|n| n.trim().to_owned())
+            .filter(|n| !n.is_empty())
+            .collect();
+        watch_namespaces.sort();
+        watch_namespaces.dedup();
         Ok(Config {
+            watch_namespaces,
+            leader_election,
             redirect_uri,
             callback_addr: self.callback_addr,
             admin_addr: self.admin_addr,
@@ -121,6 +187,19 @@ impl Flags {
             log_format: self.log_format,
         })
     }
+}
+
+/// The namespace the operator runs in: `POD_NAMESPACE` (set by the Helm chart), else the
+/// service account's, else `default`.
+fn own_namespace() -> String {
+    std::env::var("POD_NAMESPACE")
+        .ok()
+        .or_else(|| {
+            std::fs::read_to_string("/var/run/secrets/kubernetes.io/serviceaccount/namespace").ok()
+        })
+        .map(|n| n.trim().to_owned())
+        .filter(|n| !n.is_empty())
+        .unwrap_or_else(|| "default".to_owned())
 }
 
 /// Parses an http(s) URL and makes its path end in `/`, so that joining a relative path appends
@@ -229,10 +308,36 @@ mod tests {
             "--public-url",
             "https://x.example",
             "--authorization-ttl",
-            "5s",
+            "4s",
         ])
         .validate();
         assert!(matches!(too_short, Err(Error::AuthorizationTtlOutOfRange)));
+    }
+
+    #[test]
+    fn watch_namespaces_and_leader_election_have_safe_defaults() {
+        let config = flags(&["--public-url", "https://x.example"])
+            .validate()
+            .expect("valid");
+        assert!(
+            config.watch_namespaces.is_empty(),
+            "every namespace by default"
+        );
+        let election = config.leader_election.expect("on by default");
+        assert_eq!(election.lease, "slack-oauth-operator");
+        assert_eq!(election.duration, Duration::from_secs(15));
+        let config = flags(&[
+            "--public-url",
+            "https://x.example",
+            "--watch-namespaces",
+            "b,a,,a",
+            "--leader-election",
+            "false",
+        ])
+        .validate()
+        .expect("valid");
+        assert_eq!(config.watch_namespaces, vec!["a", "b"]);
+        assert!(config.leader_election.is_none());
     }
 
     #[test]

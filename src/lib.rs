@@ -11,6 +11,7 @@ pub mod callback;
 pub mod config;
 pub mod controller;
 pub mod crdgen;
+pub mod metrics;
 pub mod run;
 pub mod slack;
 pub mod telemetry;

@@ -1,9 +1,18 @@
-//! Prints the SlackOAuthGrant CustomResourceDefinition as YAML.
+//! Prints the SlackOAuthGrant CustomResourceDefinition as YAML; with `--helm`, as the Helm
+//! chart's template.
 
 use std::process::ExitCode;
 
+use slack_oauth_operator::crdgen::{chart_crd_template, crd_yaml};
+
 fn main() -> ExitCode {
-    match slack_oauth_operator::crdgen::crd_yaml() {
+    let helm = std::env::args().skip(1).any(|a| a == "--helm");
+    let rendered = if helm {
+        chart_crd_template()
+    } else {
+        crd_yaml()
+    };
+    match rendered {
         Ok(yaml) => {
             print!("{yaml}");
             ExitCode::SUCCESS

@@ -79,6 +79,17 @@ fn parse(query: &str) -> Result<Params, ()> {
 }
 
 pub async fn handle<S: SlackApi>(callback: &Callback<S>, query: &str) -> Outcome {
+    let page = handle_query(callback, query).await;
+    let outcome = match (&page.reason, page.success) {
+        (_, true) => "Authorized",
+        (Some(reason), false) => reason,
+        (None, false) => "Refused",
+    };
+    callback.metrics.count_callback(outcome);
+    page
+}
+
+async fn handle_query<S: SlackApi>(callback: &Callback<S>, query: &str) -> Outcome {
     let Ok(params) = parse(query) else {
         return refused_link(
             StatusCode::BAD_REQUEST,
@@ -456,7 +467,8 @@ impl<S: SlackApi> Attempt<'_, S> {
             reasons::SECRET_CONFLICT => "Secret not overwritten",
             _ => "Authorization failed",
         };
-        Page::failure(
+        Page::failure_for(
+            reason,
             status,
             title,
             message,
@@ -467,42 +479,70 @@ impl<S: SlackApi> Attempt<'_, S> {
 
 /// Removes the published link from the grant's status, provided it is still the one checked.
 /// `Ok(None)` means another callback (or the controller) got there first.
+///
+/// The patch `test`s the resourceVersion it was computed from, so exactly one of two concurrent
+/// claims wins. (Testing the URL itself would be more direct, but the API server compares `test`
+/// values as raw JSON, in which Go escapes the URL's `&`.) A lost race re-reads the grant: if the
+/// link is still published, the claim is tried again.
 async fn claim(
     grants: &Api<SlackOAuthGrant>,
     grant: &SlackOAuthGrant,
     now: Timestamp,
 ) -> Result<Option<SlackOAuthGrant>, kube::Error> {
-    let status = grant.status.clone().unwrap_or_default();
-    let Some(url) = status.authorization_url.clone() else {
+    let Some(url) = grant
+        .status
+        .as_ref()
+        .and_then(|s| s.authorization_url.clone())
+    else {
         return Ok(None);
     };
-    let conditions = with_ready(
-        &status.conditions,
-        reasons::EXCHANGING,
-        "A Slack owner approved; the operator is exchanging the code and writing the Secret.",
-        grant.metadata.generation.unwrap_or_default(),
-        now,
-    );
-    let patch: json_patch::Patch = serde_json::from_value(serde_json::json!([
-        { "op": "test", "path": "/status/authorizationURL", "value": url },
-        { "op": "remove", "path": "/status/authorizationURL" },
-        { "op": "remove", "path": "/status/authorizationExpiresAt" },
-        { "op": "add", "path": "/status/conditions", "value": conditions },
-    ]))
-    .unwrap_or_else(|_| json_patch::Patch(Vec::new()));
-    match grants
-        .patch_status(
-            &grant.name_any(),
-            &PatchParams::default(),
-            &Patch::<()>::Json(patch),
-        )
-        .await
-    {
-        Ok(claimed) => Ok(Some(claimed)),
-        // 422: the `test` failed, the link is no longer the published one. 404: grant deleted.
-        Err(kube::Error::Api(status)) if matches!(status.code, 404 | 409 | 422) => Ok(None),
-        Err(error) => Err(error),
+    let mut current = grant.clone();
+    for attempt in 1..=5u64 {
+        let status = current.status.clone().unwrap_or_default();
+        let conditions = with_ready(
+            &status.conditions,
+            reasons::EXCHANGING,
+            "A Slack owner approved; the operator is exchanging the code and writing the Secret.",
+            current.metadata.generation.unwrap_or_default(),
+            now,
+        );
+        let patch: json_patch::Patch = serde_json::from_value(serde_json::json!([
+            { "op": "test", "path": "/metadata/resourceVersion", "value": current.resource_version() },
+            { "op": "remove", "path": "/status/authorizationURL" },
+            { "op": "remove", "path": "/status/authorizationExpiresAt" },
+            { "op": "add", "path": "/status/conditions", "value": conditions },
+        ]))
+        .unwrap_or_else(|_| json_patch::Patch(Vec::new()));
+        let result = grants
+            .patch_status(
+                &grant.name_any(),
+                &PatchParams::default(),
+                &Patch::<()>::Json(patch),
+            )
+            .await;
+        match result {
+            Ok(claimed) => return Ok(Some(claimed)),
+            Err(kube::Error::Api(status)) if status.code == 404 => return Ok(None),
+            Err(kube::Error::Api(status)) if status.code == 422 || status.code == 409 => {
+                let Some(fresh) = grants.get_opt(&grant.name_any()).await? else {
+                    return Ok(None);
+                };
+                let still_published = fresh
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.authorization_url.as_deref())
+                    == Some(url.as_str())
+                    && fresh.metadata.generation == grant.metadata.generation;
+                if !still_published {
+                    return Ok(None);
+                }
+                current = fresh;
+                tokio::time::sleep(Duration::from_millis(20 * attempt)).await;
+            }
+            Err(error) => return Err(error),
+        }
     }
+    Ok(None)
 }
 
 /// Sets the `Ready` condition to `False` with `reason`, retrying on conflicts with fresh reads.

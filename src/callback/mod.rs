@@ -30,7 +30,7 @@ use tracing::{debug, info, warn};
 
 pub use self::flow::Outcome;
 use self::pages::Page;
-use crate::{config::Config, slack::SlackApi};
+use crate::{config::Config, metrics::Metrics, slack::SlackApi};
 
 /// The longest request line plus headers accepted, in bytes.
 const MAX_HEADER_BYTES: usize = 16 * 1024;
@@ -47,6 +47,7 @@ pub struct Callback<S> {
     pub recorder: Recorder,
     /// Cancelled when the process is stopping: a token that cannot be stored then is revoked.
     pub shutdown: CancellationToken,
+    pub metrics: Metrics,
 }
 
 /// The callback service, without a socket.

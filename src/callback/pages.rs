@@ -32,6 +32,8 @@ pub struct Page {
     pub title: String,
     pub explanation: String,
     pub next_step: String,
+    /// The condition reason recorded on the grant, when one was.
+    pub reason: Option<&'static str>,
 }
 
 impl Page {
@@ -46,6 +48,7 @@ impl Page {
             title: title.into(),
             explanation: explanation.into(),
             next_step: next_step.into(),
+            reason: None,
         }
     }
 
@@ -61,6 +64,21 @@ impl Page {
             title: title.into(),
             explanation: explanation.into(),
             next_step: next_step.into(),
+            reason: None,
+        }
+    }
+
+    /// A failure recorded on the grant with `reason`.
+    pub fn failure_for(
+        reason: &'static str,
+        status: StatusCode,
+        title: impl Into<String>,
+        explanation: impl Into<String>,
+        next_step: impl Into<String>,
+    ) -> Self {
+        Self {
+            reason: Some(reason),
+            ..Self::failure(status, title, explanation, next_step)
         }
     }
 

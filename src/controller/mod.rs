@@ -36,6 +36,7 @@ use crate::{
     authorization::{self, manages, read_secret_record},
     callback::state::AuthorizationState,
     config::Config,
+    metrics::Metrics,
 };
 
 /// The name Events are reported under.
@@ -59,34 +60,79 @@ pub enum Error {
 /// What every reconcile shares.
 pub struct Context {
     pub client: Client,
+    pub metrics: Metrics,
     pub config: Arc<Config>,
     pub recorder: Recorder,
     waiters: Waiters,
 }
 
-/// Runs the controller until `shutdown` is cancelled.
-pub async fn run(client: Client, config: Arc<Config>, shutdown: CancellationToken) {
-    let grants = Api::<SlackOAuthGrant>::all(client.clone());
-    let secrets = Api::<Secret>::all(client.clone());
-    let (trigger, triggered) = mpsc::channel(1024);
+/// Runs the controller until `shutdown` is cancelled: one for all namespaces, or one per
+/// namespace in `--watch-namespaces` (so the operator needs no cluster-wide permissions then).
+pub async fn run(
+    client: Client,
+    config: Arc<Config>,
+    metrics: Metrics,
+    shutdown: CancellationToken,
+) {
     let reporter = Reporter {
         controller: REPORTER.to_owned(),
         instance: std::env::var("POD_NAME").ok(),
     };
+    let recorder = Recorder::new(client.clone(), reporter);
+    if config.watch_namespaces.is_empty() {
+        run_in(client.clone(), None, config, recorder, metrics, shutdown).await;
+    } else {
+        let controllers = config.watch_namespaces.iter().map(|namespace| {
+            run_in(
+                client.clone(),
+                Some(namespace),
+                config.clone(),
+                recorder.clone(),
+                metrics.clone(),
+                shutdown.clone(),
+            )
+        });
+        futures::future::join_all(controllers).await;
+    }
+}
+
+async fn run_in(
+    client: Client,
+    namespace: Option<&str>,
+    config: Arc<Config>,
+    recorder: Recorder,
+    metrics: Metrics,
+    shutdown: CancellationToken,
+) {
+    let (grants, secrets) = match namespace {
+        Some(namespace) => (
+            Api::<SlackOAuthGrant>::namespaced(client.clone(), namespace),
+            Api::<Secret>::namespaced(client.clone(), namespace),
+        ),
+        None => (
+            Api::<SlackOAuthGrant>::all(client.clone()),
+            Api::<Secret>::all(client.clone()),
+        ),
+    };
+    let (trigger, triggered) = mpsc::channel(1024);
     let context = Arc::new(Context {
-        recorder: Recorder::new(client.clone(), reporter),
+        recorder,
         waiters: Waiters::new(client.clone(), trigger),
         client,
         config,
+        metrics,
     });
     let managed =
         watcher::Config::default().labels(&format!("{}={MANAGED_BY}", labels::MANAGED_BY));
+    info!(namespace = namespace.unwrap_or("*"), "reconciling grants");
     Controller::new(grants, watcher::Config::default().any_semantic())
         .owns(secrets, managed)
         .reconcile_on(ReceiverStream::new(triggered))
+        .trigger_backoff(WatchBackoff::default())
         .graceful_shutdown_on(async move { shutdown.cancelled().await })
-        .run(reconcile, error_policy, context)
-        .for_each(|result| async move {
+        .run(reconcile, error_policy, context.clone())
+        .for_each(|result| async {
+            context.metrics.count_reconcile(result.is_ok());
             if let Err(error) = result {
                 warn!(error = &error as &dyn std::error::Error, "reconcile failed");
             }
@@ -177,6 +223,40 @@ async fn reconcile(grant: Arc<SlackOAuthGrant>, context: Arc<Context>) -> Result
         Some(after) => Action::requeue(after),
         None => Action::await_change(),
     })
+}
+
+/// Backoff between attempts to re-establish the watches: 0.5 s doubling to 5 s, so that the
+/// controller catches up within seconds of an API server outage (kube's default goes to 30 s).
+#[derive(Clone, Debug)]
+struct WatchBackoff {
+    next: Duration,
+}
+
+impl Default for WatchBackoff {
+    fn default() -> Self {
+        Self {
+            next: WATCH_BACKOFF_MIN,
+        }
+    }
+}
+
+const WATCH_BACKOFF_MIN: Duration = Duration::from_millis(500);
+const WATCH_BACKOFF_MAX: Duration = Duration::from_secs(5);
+
+impl Iterator for WatchBackoff {
+    type Item = Duration;
+
+    fn next(&mut self) -> Option<Duration> {
+        let wait = self.next;
+        self.next = (self.next * 2).min(WATCH_BACKOFF_MAX);
+        Some(wait)
+    }
+}
+
+impl kube::runtime::utils::Backoff for WatchBackoff {
+    fn reset(&mut self) {
+        self.next = WATCH_BACKOFF_MIN;
+    }
 }
 
 fn error_policy(grant: Arc<SlackOAuthGrant>, error: &Error, _context: Arc<Context>) -> Action {

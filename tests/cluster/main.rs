@@ -2,7 +2,11 @@
 //! `make test` starts it and runs these with `--include-ignored`.
 
 mod api_server;
+mod flow;
 mod operator;
+mod outage;
+mod refusals;
+mod scenario;
 // Shared by several test binaries, each of which uses only part of it.
 #[allow(dead_code)]
 mod support;

@@ -18,6 +18,7 @@ async fn operator_publishes_a_link_for_a_new_grant_and_logs_it() {
     // Slack is never called before a callback, so any URL will do here.
     let operator = Operator::start(
         "operator-watches",
+        &ns.name,
         "https://slack.example",
         "https://slack.example/api",
         &[],

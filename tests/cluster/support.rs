@@ -175,14 +175,30 @@ pub struct Operator {
 
 impl Operator {
     /// Starts the operator against the control plane in `KUBECONFIG` and Slack at `slack_url`
-    /// (web) and `slack_api_url`, and waits until it is ready.
-    pub async fn start(name: &str, slack_url: &str, slack_api_url: &str, extra: &[&str]) -> Self {
-        Self::start_on(name, free_port(), slack_url, slack_api_url, extra).await
+    /// (web) and `slack_api_url`, and waits until it is ready. It reconciles only `namespace`
+    /// (and keeps its leader Lease there), so tests running side by side stay apart.
+    pub async fn start(
+        name: &str,
+        namespace: &str,
+        slack_url: &str,
+        slack_api_url: &str,
+        extra: &[&str],
+    ) -> Self {
+        Self::start_on(
+            name,
+            namespace,
+            free_port(),
+            slack_url,
+            slack_api_url,
+            extra,
+        )
+        .await
     }
 
     /// Like [`Operator::start`], on a given callback port (to restart "the same" operator).
     pub async fn start_on(
         name: &str,
+        namespace: &str,
         callback_port: u16,
         slack_url: &str,
         slack_api_url: &str,
@@ -206,6 +222,12 @@ impl Operator {
                 "json",
                 "--log-level",
                 "info,slack_oauth_operator=debug",
+            ])
+            .args([
+                "--watch-namespaces",
+                namespace,
+                "--leader-election-namespace",
+                namespace,
             ])
             .args(extra)
             .env_remove("RUST_LOG")
@@ -252,8 +274,9 @@ impl Operator {
             .expect("port")
     }
 
-    /// Stops the operator the way Kubernetes does (SIGTERM), waiting for it to exit.
-    pub fn terminate(&mut self) {
+    /// Stops the operator the way Kubernetes does (SIGTERM), waiting for it to exit. Async, so
+    /// that servers on the test's runtime (the Slack emulator) keep answering meanwhile.
+    pub async fn terminate(&mut self) {
         let _ = std::process::Command::new("kill")
             .args(["-TERM", &self.child.id().to_string()])
             .status();
@@ -261,7 +284,7 @@ impl Operator {
             if let Ok(Some(_)) = self.child.try_wait() {
                 return;
             }
-            std::thread::sleep(Duration::from_millis(100));
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
         let _ = self.child.kill();
         let _ = self.child.wait();
@@ -307,4 +330,217 @@ pub async fn wait_for_grant(
         "grant {name} did not reach the expected state within 30 s; last seen: {:#?}",
         last.map(|g| g.status)
     );
+}
+
+/// Headless Chromium driven through ChromeDriver (WebDriver), for what a person does in a
+/// browser. `make test` installs both (hack/browser.sh) and exports `CHROMEDRIVER`.
+pub struct Browser {
+    driver: std::process::Child,
+    pub client: fantoccini::Client,
+    _profile: TempDir,
+}
+
+impl Browser {
+    pub async fn start() -> Self {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let chromedriver = tool("CHROMEDRIVER");
+        let port = free_port();
+        let driver = std::process::Command::new(&chromedriver)
+            .arg(format!("--port={port}"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start chromedriver");
+        let profile = TempDir::new("chromium-profile");
+        let capabilities: serde_json::Map<String, serde_json::Value> = serde_json::from_value(serde_json::json!({
+            "goog:chromeOptions": {
+                "binary": std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".to_owned()),
+                "args": [
+                    "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                    "--no-first-run", "--disable-quic",
+                    format!("--user-data-dir={}", profile.path.display()),
+                ]
+            }
+        }))
+        .expect("capabilities");
+        let url = format!("http://127.0.0.1:{port}");
+        let mut last_error = String::new();
+        for _ in 0..100 {
+            match fantoccini::ClientBuilder::rustls()
+                .expect("TLS for the WebDriver client")
+                .capabilities(capabilities.clone())
+                .connect(&url)
+                .await
+            {
+                Ok(client) => {
+                    return Self {
+                        driver,
+                        client,
+                        _profile: profile,
+                    };
+                }
+                Err(error) => last_error = error.to_string(),
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("could not start headless Chromium through ChromeDriver at {url}: {last_error}");
+    }
+
+    pub async fn close(mut self) {
+        let _ = self.client.clone().close().await;
+        let _ = self.driver.kill();
+        let _ = self.driver.wait();
+    }
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        let _ = self.driver.kill();
+        let _ = self.driver.wait();
+    }
+}
+
+/// A directory removed on drop.
+pub struct TempDir {
+    pub path: PathBuf,
+}
+
+impl TempDir {
+    pub fn new(prefix: &str) -> Self {
+        let unique: u64 = {
+            use rand::RngExt;
+            rand::rng().random()
+        };
+        let path = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("{prefix}-{unique:x}"));
+        std::fs::create_dir_all(&path).expect("temp dir");
+        Self { path }
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.path);
+    }
+}
+
+/// A Slack emulator with one app registered for an operator on `callback_port`. On drop it
+/// records every secret value it saw or issued for the final log scan (`hack/scan-logs.py`).
+pub struct TestSlack {
+    pub emulator: slack_emulator::SlackEmulator,
+    pub client_id: String,
+    pub client_secret: String,
+    pub redirect_uri: String,
+    name: String,
+}
+
+impl TestSlack {
+    pub async fn start(name: &str, callback_port: u16) -> Self {
+        let emulator = slack_emulator::SlackEmulator::start()
+            .await
+            .expect("start the Slack emulator");
+        let (client_id, client_secret) = {
+            use rand::RngExt;
+            let mut rng = rand::rng();
+            (
+                format!(
+                    "{}.{}",
+                    rng.random_range(1_000_000_000u64..9_999_999_999),
+                    rng.random_range(1_000_000_000u64..9_999_999_999)
+                ),
+                (0..32)
+                    .map(|_| format!("{:x}", rng.random_range(0..16u8)))
+                    .collect::<String>(),
+            )
+        };
+        let redirect_uri = format!("http://127.0.0.1:{callback_port}/oauth/callback");
+        emulator.register_app(slack_emulator::App::new(
+            &client_id,
+            &client_secret,
+            &redirect_uri,
+        ));
+        emulator.set_approver(slack_emulator::Approver::workspace_owner("T0ACME", "Acme"));
+        Self {
+            emulator,
+            client_id,
+            client_secret,
+            redirect_uri,
+            name: name.to_owned(),
+        }
+    }
+
+    pub fn url(&self) -> String {
+        self.emulator.url()
+    }
+
+    pub fn api_url(&self) -> String {
+        self.emulator.api_url()
+    }
+
+    /// Every token Slack issued.
+    pub fn tokens(&self) -> Vec<slack_emulator::IssuedToken> {
+        self.emulator.issued_tokens()
+    }
+
+    /// Every secret value this Slack saw or issued: the client secret, codes, tokens.
+    pub fn secret_values(&self) -> Vec<String> {
+        let mut values = vec![self.client_secret.clone()];
+        for token in self.emulator.issued_tokens() {
+            values.push(token.token.clone());
+            values.extend(token.refresh_token.clone());
+        }
+        for call in self.emulator.calls() {
+            values.extend(call.params.get("code").cloned());
+        }
+        values
+    }
+}
+
+impl Drop for TestSlack {
+    fn drop(&mut self) {
+        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("secrets");
+        let _ = std::fs::create_dir_all(&dir);
+        let unique: u64 = {
+            use rand::RngExt;
+            rand::rng().random()
+        };
+        let _ = std::fs::write(
+            dir.join(format!("{}-{unique:x}.txt", self.name)),
+            self.secret_values().join("\n"),
+        );
+    }
+}
+
+/// The control plane's audit log (JSON lines, writes only), from `CLUSTER_DIR`.
+pub fn audit_log() -> PathBuf {
+    let dir = std::env::var_os("CLUSTER_DIR").unwrap_or_else(|| {
+        panic!("CLUSTER_DIR is not set: `make test` sets it to the local control plane's directory")
+    });
+    PathBuf::from(dir).join("audit.log")
+}
+
+/// Write requests logged after byte `from` of the audit log that touched `namespace`.
+pub fn audit_writes_in_namespace(audit: &Path, from: u64, namespace: &str) -> Vec<String> {
+    let text = std::fs::read(audit).unwrap_or_default();
+    let start = usize::try_from(from).unwrap_or(0).min(text.len());
+    String::from_utf8_lossy(&text[start..])
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .filter(|event| event["objectRef"]["namespace"] == namespace)
+        .filter(|event| {
+            matches!(
+                event["verb"].as_str(),
+                Some("create" | "update" | "patch" | "delete" | "deletecollection")
+            )
+        })
+        .map(|event| {
+            format!(
+                "{} {}/{} by {}",
+                event["verb"].as_str().unwrap_or_default(),
+                event["objectRef"]["resource"].as_str().unwrap_or_default(),
+                event["objectRef"]["name"].as_str().unwrap_or_default(),
+                event["userAgent"].as_str().unwrap_or_default()
+            )
+        })
+        .collect()
 }

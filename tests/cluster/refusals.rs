@@ -1,0 +1,281 @@
+//! Every refused callback changes nothing: the right HTTP status and page, the right condition
+//! where a grant exists, the token Secret untouched, and every token Slack issued revoked.
+
+use serde_json::json;
+use slack_emulator::{Approver, Decision, Fault};
+
+use crate::scenario::{Answer, Scenario};
+
+/// The token Secret's resourceVersion, or `None` when there is none.
+async fn secret_version(s: &Scenario) -> Option<String> {
+    s.token_secret()
+        .await
+        .and_then(|secret| secret.metadata.resource_version)
+}
+
+fn assert_page(answer: &Answer, status: u16, says: &str) {
+    assert_eq!(answer.status, status, "HTTP status; page: {}", answer.body);
+    assert!(
+        answer.body.contains(says),
+        "the page should say {says:?}: {}",
+        answer.body
+    );
+    assert!(
+        answer.body.contains("What to do next"),
+        "the page says what to do next: {}",
+        answer.body
+    );
+    assert_eq!(answer.headers["cache-control"], "no-store");
+    assert_eq!(answer.headers["referrer-policy"], "no-referrer");
+    assert!(
+        answer.headers["content-security-policy"]
+            .to_str()
+            .unwrap_or_default()
+            .starts_with("default-src 'none'")
+    );
+}
+
+/// A Ready grant, so that refusals can be checked against a Secret that exists.
+async fn ready_scenario(name: &str) -> (Scenario, String) {
+    let s = Scenario::start(name).await;
+    s.create_client_secret().await;
+    s.apply_grant("scim", json!({})).await;
+    let link = s.link("scim").await;
+    let back = s.decide(&link, Decision::Allow).await;
+    assert_eq!(s.callback(&back).await.status, 200);
+    s.wait_ready("scim").await;
+    (s, back)
+}
+
+#[tokio::test]
+#[ignore = "needs the local control plane: run `make test`"]
+async fn callbacks_without_a_valid_state_change_nothing() {
+    let (s, _) = ready_scenario("refuse-bad-state").await;
+    let before = secret_version(&s).await;
+    let base = format!("{}/oauth/callback", s.operator.public_url);
+
+    assert_page(
+        &s.callback(&format!("{base}?code=abc")).await,
+        400,
+        "has no state",
+    );
+    assert_page(
+        &s.callback(&format!("{base}?code=abc&state=forged-by-someone"))
+            .await,
+        400,
+        "not issued by this operator",
+    );
+    assert_page(
+        &s.callback(&format!("{base}?state=a&state=b")).await,
+        400,
+        "not a valid authorization response",
+    );
+    // A well-formed state naming the grant, with other random bits: not the published one.
+    let forged = slack_oauth_operator::callback::state::AuthorizationState::issue(
+        &s.ns.name,
+        "scim",
+        "some-uid",
+        1,
+        i64::MAX,
+    )
+    .encode();
+    assert_page(
+        &s.callback(&format!("{base}?code=abc&state={forged}")).await,
+        410,
+        "was deleted",
+    );
+    let answer = s
+        .callback(&format!("{}/oauth/other", s.operator.public_url))
+        .await;
+    assert_eq!(answer.status, 404);
+
+    assert_eq!(secret_version(&s).await, before, "the Secret is untouched");
+    assert_eq!(
+        crate::support::ready_reason(&s.grants.get("scim").await.expect("grant")).as_deref(),
+        Some("Authorized")
+    );
+    s.assert_all_revoked_but(s.stored_token("SLACK_ACCESS_TOKEN").await.as_deref());
+}
+
+#[tokio::test]
+#[ignore = "needs the local control plane: run `make test`"]
+async fn replayed_callback_is_refused_and_changes_nothing() {
+    let (s, used) = ready_scenario("refuse-replay").await;
+    let before = secret_version(&s).await;
+    let calls = s.slack.emulator.calls().len();
+    assert_page(&s.callback(&used).await, 409, "already been used");
+    assert_eq!(secret_version(&s).await, before);
+    assert_eq!(
+        s.slack.emulator.calls().len(),
+        calls,
+        "a replay never reaches Slack"
+    );
+    assert_eq!(
+        crate::support::ready_reason(&s.grants.get("scim").await.expect("grant")).as_deref(),
+        Some("Authorized")
+    );
+}
+
+#[tokio::test]
+#[ignore = "needs the local control plane: run `make test`"]
+async fn callback_for_a_deleted_grant_is_refused() {
+    let s = Scenario::start("refuse-deleted-grant").await;
+    s.create_client_secret().await;
+    s.apply_grant("scim", json!({})).await;
+    let back = s.decide(&s.link("scim").await, Decision::Allow).await;
+    s.delete_grant("scim").await;
+    assert_page(&s.callback(&back).await, 410, "no longer exists");
+    assert!(s.token_secret().await.is_none());
+    assert!(s.slack.tokens().is_empty(), "no code was exchanged");
+}
+
+#[tokio::test]
+#[ignore = "needs the local control plane: run `make test`"]
+async fn callback_for_an_older_generation_is_refused() {
+    let s = Scenario::start("refuse-old-generation").await;
+    s.create_client_secret().await;
+    s.apply_grant("scim", json!({})).await;
+    let old_link = s.link("scim").await;
+    let back = s.decide(&old_link, Decision::Allow).await;
+    s.apply_grant("scim", json!({ "userScopes": ["admin", "users:read"] }))
+        .await;
+    s.new_link("scim", &old_link).await;
+
+    assert_page(&s.callback(&back).await, 410, "earlier version");
+    assert!(s.token_secret().await.is_none());
+    assert!(s.slack.tokens().is_empty());
+    assert_eq!(
+        crate::support::ready_reason(&s.grants.get("scim").await.expect("grant")).as_deref(),
+        Some("AwaitingAuthorization")
+    );
+}
+
+#[tokio::test]
+#[ignore = "needs the local control plane: run `make test`"]
+async fn declined_authorization_is_recorded_and_a_new_link_published() {
+    let s = Scenario::start("refuse-access-denied").await;
+    s.create_client_secret().await;
+    s.apply_grant("scim", json!({})).await;
+    let link = s.link("scim").await;
+    let back = s.decide(&link, Decision::Cancel).await;
+    assert!(back.contains("error=access_denied"), "{back}");
+    assert_page(&s.callback(&back).await, 403, "declined");
+
+    let grant = s.wait_reason("scim", "AccessDenied").await;
+    let fresh = s.new_link("scim", &link).await;
+    assert_ne!(fresh, link);
+    assert!(grant.status.is_some());
+    assert!(s.token_secret().await.is_none());
+    assert!(s.slack.tokens().is_empty());
+}
+
+#[tokio::test]
+#[ignore = "needs the local control plane: run `make test`"]
+async fn slack_refusing_the_code_is_recorded() {
+    let s = Scenario::start("refuse-invalid-code").await;
+    s.create_client_secret().await;
+    s.apply_grant("scim", json!({})).await;
+    s.slack
+        .emulator
+        .inject("oauth.v2.access", Fault::Error("invalid_code".into()));
+    assert_page(&s.approve(&s.link("scim").await).await, 400, "invalid_code");
+    s.wait_reason("scim", "InvalidCode").await;
+    assert!(s.token_secret().await.is_none());
+    s.assert_all_revoked_but(None);
+}
+
+#[tokio::test]
+#[ignore = "needs the local control plane: run `make test`"]
+async fn wrong_client_secret_is_recorded() {
+    let s = Scenario::start("refuse-bad-client-secret").await;
+    s.create_client_secret_with("not-the-apps-client-secret")
+        .await;
+    s.apply_grant("scim", json!({})).await;
+    let answer = s.approve(&s.link("scim").await).await;
+    assert_page(&answer, 502, "bad_client_secret");
+    s.wait_reason("scim", "BadClientSecret").await;
+    assert!(s.token_secret().await.is_none());
+    assert!(s.slack.tokens().is_empty());
+}
+
+#[tokio::test]
+#[ignore = "needs the local control plane: run `make test`"]
+async fn approval_from_the_wrong_team_is_revoked() {
+    let s = Scenario::start("refuse-wrong-team").await;
+    s.create_client_secret().await;
+    s.apply_grant("scim", json!({ "teamID": "T0OTHER" })).await;
+    let answer = s.approve(&s.link("scim").await).await;
+    assert_page(&answer, 403, "T0OTHER");
+    s.wait_reason("scim", "WrongTeam").await;
+    assert!(s.token_secret().await.is_none());
+    assert!(!s.slack.tokens().is_empty(), "Slack issued a token");
+    s.assert_all_revoked_but(None);
+}
+
+#[tokio::test]
+#[ignore = "needs the local control plane: run `make test`"]
+async fn workspace_install_for_an_organization_grant_is_revoked() {
+    let s = Scenario::start("refuse-wrong-level").await;
+    s.create_client_secret().await;
+    s.apply_grant("scim", json!({ "installation": "Organization" }))
+        .await;
+    assert_page(
+        &s.approve(&s.link("scim").await).await,
+        403,
+        "Enterprise Grid organization install",
+    );
+    s.wait_reason("scim", "WrongInstallation").await;
+    assert!(s.token_secret().await.is_none());
+    s.assert_all_revoked_but(None);
+}
+
+#[tokio::test]
+#[ignore = "needs the local control plane: run `make test`"]
+async fn approval_missing_a_scope_is_revoked() {
+    let s = Scenario::start("refuse-missing-scope").await;
+    let mut approver = Approver::workspace_owner("T0ACME", "Acme");
+    approver.granted_user_scopes = Some(vec!["users:read".into()]);
+    s.slack.emulator.set_approver(approver);
+    s.create_client_secret().await;
+    s.apply_grant("scim", json!({})).await;
+    assert_page(&s.approve(&s.link("scim").await).await, 403, "admin");
+    s.wait_reason("scim", "MissingScope").await;
+    assert!(s.token_secret().await.is_none());
+    s.assert_all_revoked_but(None);
+}
+
+#[tokio::test]
+#[ignore = "needs the local control plane: run `make test`"]
+async fn secret_owned_by_someone_else_is_never_overwritten() {
+    let s = Scenario::start("refuse-secret-conflict").await;
+    s.create_client_secret().await;
+    s.apply_grant("scim", json!({})).await;
+    let link = s.link("scim").await;
+    let foreign: k8s_openapi::api::core::v1::Secret = serde_json::from_value(json!({
+        "metadata": { "name": crate::scenario::TOKEN_SECRET_NAME },
+        "stringData": { "SLACK_ACCESS_TOKEN": "someone-elses-value" }
+    }))
+    .expect("secret");
+    s.secrets
+        .create(&Default::default(), &foreign)
+        .await
+        .expect("create a foreign Secret");
+    let before = secret_version(&s).await;
+
+    assert_page(
+        &s.approve(&link).await,
+        409,
+        "not managed by slack-oauth-operator",
+    );
+    s.wait_reason("scim", "SecretConflict").await;
+    assert_eq!(
+        secret_version(&s).await,
+        before,
+        "the foreign Secret is untouched"
+    );
+    assert_eq!(
+        s.stored_token("SLACK_ACCESS_TOKEN").await.as_deref(),
+        Some("someone-elses-value")
+    );
+    s.assert_all_revoked_but(None);
+}

@@ -1,0 +1,239 @@
+//! One authorization scenario: a namespace, a Slack emulator, an operator process, and helpers to
+//! create grants and walk through Slack's consent page.
+
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Secret;
+use kube::{
+    Api, Client,
+    api::{DeleteParams, Patch, PatchParams, PostParams},
+};
+use serde_json::{Value, json};
+use slack_emulator::Decision;
+use slack_oauth_operator::api::SlackOAuthGrant;
+
+use crate::support::{self, Operator, TestNamespace, TestSlack};
+
+pub const CLIENT_SECRET_NAME: &str = "slack-app";
+pub const TOKEN_SECRET_NAME: &str = "slack-token";
+
+pub struct Scenario {
+    pub client: Client,
+    pub ns: TestNamespace,
+    pub slack: TestSlack,
+    pub operator: Operator,
+    pub grants: Api<SlackOAuthGrant>,
+    pub secrets: Api<Secret>,
+    pub http: reqwest::Client,
+    name: String,
+}
+
+/// What the operator's callback answered.
+#[derive(Debug)]
+pub struct Answer {
+    pub status: u16,
+    pub body: String,
+    pub headers: reqwest::header::HeaderMap,
+}
+
+impl Scenario {
+    pub async fn start(name: &str) -> Self {
+        Self::start_with(name, &[]).await
+    }
+
+    /// A scenario whose operator gets `flags` besides the usual ones.
+    pub async fn start_with(name: &str, flags: &[&str]) -> Self {
+        let client = support::client().await;
+        support::install_crd(&client).await;
+        let ns = TestNamespace::create(&client, name).await;
+        let port = support::free_port();
+        let slack = TestSlack::start(name, port).await;
+        let operator =
+            Operator::start_on(name, &ns.name, port, &slack.url(), &slack.api_url(), flags).await;
+        Self {
+            grants: Api::namespaced(client.clone(), &ns.name),
+            secrets: Api::namespaced(client.clone(), &ns.name),
+            http: reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .expect("http"),
+            client,
+            ns,
+            slack,
+            operator,
+            name: name.to_owned(),
+        }
+    }
+
+    /// The Secret with the Slack app's Client Secret, as the admin creates it.
+    pub async fn create_client_secret(&self) {
+        self.create_client_secret_with(&self.slack.client_secret.clone())
+            .await;
+    }
+
+    pub async fn create_client_secret_with(&self, value: &str) {
+        let secret: Secret = serde_json::from_value(json!({
+            "metadata": { "name": CLIENT_SECRET_NAME },
+            "stringData": { "clientSecret": value }
+        }))
+        .expect("secret");
+        self.secrets
+            .create(&PostParams::default(), &secret)
+            .await
+            .expect("create the client secret");
+    }
+
+    /// Applies a grant `name` with the scenario's client ID; `spec` is merged over the basics.
+    pub async fn apply_grant(&self, name: &str, spec: Value) -> SlackOAuthGrant {
+        let mut full = json!({
+            "clientID": self.slack.client_id,
+            "clientSecretRef": { "name": CLIENT_SECRET_NAME },
+            "secret": { "name": TOKEN_SECRET_NAME }
+        });
+        merge(&mut full, spec);
+        let grant = json!({
+            "apiVersion": "slack-oauth-operator.io/v1alpha1",
+            "kind": "SlackOAuthGrant",
+            "metadata": { "name": name },
+            "spec": full
+        });
+        self.grants
+            .patch(
+                name,
+                &PatchParams::apply(&self.name).force(),
+                &Patch::Apply(&grant),
+            )
+            .await
+            .expect("apply the grant")
+    }
+
+    /// Waits for the grant's authorization link and returns it.
+    pub async fn link(&self, grant: &str) -> String {
+        let grant = support::wait_for_grant(&self.grants, grant, |g| {
+            g.status
+                .as_ref()
+                .is_some_and(|s| s.authorization_url.is_some())
+        })
+        .await;
+        grant
+            .status
+            .and_then(|s| s.authorization_url)
+            .expect("link")
+    }
+
+    /// Waits for a link other than `previous`.
+    pub async fn new_link(&self, grant: &str, previous: &str) -> String {
+        let grant = support::wait_for_grant(&self.grants, grant, |g| {
+            g.status
+                .as_ref()
+                .and_then(|s| s.authorization_url.as_deref())
+                .is_some_and(|u| u != previous)
+        })
+        .await;
+        grant
+            .status
+            .and_then(|s| s.authorization_url)
+            .expect("link")
+    }
+
+    /// What Slack's consent page does when the owner clicks Allow or Cancel: the URL Slack
+    /// sends the browser back to.
+    pub async fn decide(&self, link: &str, decision: Decision) -> String {
+        self.slack
+            .emulator
+            .authorize(link, decision)
+            .await
+            .expect("Slack's consent page accepts the link")
+    }
+
+    /// The browser following Slack's redirect back to the operator.
+    pub async fn callback(&self, url: &str) -> Answer {
+        let response = self
+            .http
+            .get(url)
+            .send()
+            .await
+            .expect("the callback answers");
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let body = response.text().await.expect("body");
+        Answer {
+            status,
+            body,
+            headers,
+        }
+    }
+
+    /// Allow, then follow the redirect.
+    pub async fn approve(&self, link: &str) -> Answer {
+        let back = self.decide(link, Decision::Allow).await;
+        self.callback(&back).await
+    }
+
+    pub async fn wait_ready(&self, grant: &str) -> SlackOAuthGrant {
+        support::wait_for_grant(&self.grants, grant, |g| {
+            support::ready_reason(g).as_deref() == Some("Authorized")
+        })
+        .await
+    }
+
+    pub async fn wait_reason(&self, grant: &str, reason: &str) -> SlackOAuthGrant {
+        support::wait_for_grant(&self.grants, grant, |g| {
+            support::ready_reason(g).as_deref() == Some(reason)
+        })
+        .await
+    }
+
+    pub async fn token_secret(&self) -> Option<Secret> {
+        self.secrets
+            .get_opt(TOKEN_SECRET_NAME)
+            .await
+            .expect("read the token Secret")
+    }
+
+    /// The token stored under `key`.
+    pub async fn stored_token(&self, key: &str) -> Option<String> {
+        let secret = self.token_secret().await?;
+        let bytes = secret.data?.remove(key)?;
+        Some(String::from_utf8(bytes.0).expect("utf-8"))
+    }
+
+    pub async fn delete_grant(&self, name: &str) {
+        self.grants
+            .delete(name, &DeleteParams::default())
+            .await
+            .expect("delete the grant");
+        for _ in 0..100 {
+            if self.grants.get_opt(name).await.expect("read").is_none() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("grant {name} was not deleted");
+    }
+
+    /// Every token Slack issued in this scenario, except `kept`, has been revoked.
+    pub fn assert_all_revoked_but(&self, kept: Option<&str>) {
+        for token in self.slack.tokens() {
+            if Some(token.token.as_str()) == kept {
+                assert!(!token.revoked, "the stored token must stay live");
+            } else {
+                assert!(
+                    token.revoked,
+                    "a token Slack issued was neither stored nor revoked: {token:?}"
+                );
+            }
+        }
+    }
+}
+
+fn merge(base: &mut Value, over: Value) {
+    match (base, over) {
+        (Value::Object(base), Value::Object(over)) => {
+            for (key, value) in over {
+                merge(base.entry(key).or_insert(Value::Null), value);
+            }
+        }
+        (base, over) => *base = over,
+    }
+}
