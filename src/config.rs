@@ -76,7 +76,7 @@ pub struct Flags {
 
     /// How long a leader holds the Lease without renewing it; a stopped leader that could not
     /// release it is replaced after this long.
-    #[arg(long, env = "LEADER_ELECTION_LEASE_DURATION", default_value = "15s", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "LEADER_ELECTION_LEASE_DURATION", default_value = "10s", value_parser = humantime::parse_duration)]
     pub leader_election_lease_duration: Duration,
 
     /// Log filter, in `RUST_LOG` syntax (for example `info` or `slack_oauth_operator=debug`).
@@ -325,7 +325,7 @@ mod tests {
         );
         let election = config.leader_election.expect("on by default");
         assert_eq!(election.lease, "slack-oauth-operator");
-        assert_eq!(election.duration, Duration::from_secs(15));
+        assert_eq!(election.duration, Duration::from_secs(10));
         let config = flags(&[
             "--public-url",
             "https://x.example",

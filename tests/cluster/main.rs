@@ -3,6 +3,7 @@
 
 mod api_server;
 mod flow;
+mod ha;
 mod operator;
 mod outage;
 mod refusals;

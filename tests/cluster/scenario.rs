@@ -43,13 +43,65 @@ impl Scenario {
 
     /// A scenario whose operator gets `flags` besides the usual ones.
     pub async fn start_with(name: &str, flags: &[&str]) -> Self {
+        Self::start_as(name, None, None, flags).await
+    }
+
+    /// A scenario whose operator runs as the identity in `kubeconfig` (the tests' admin when
+    /// `None`), keeping its leader Lease in `lease_namespace` (the scenario's namespace when
+    /// `None`).
+    pub async fn start_as(
+        name: &str,
+        kubeconfig: Option<&std::path::Path>,
+        lease_namespace: Option<&str>,
+        flags: &[&str],
+    ) -> Self {
         let client = support::client().await;
         support::install_crd(&client).await;
         let ns = TestNamespace::create(&client, name).await;
+        Self::launch_in(ns, name, kubeconfig, lease_namespace, flags).await
+    }
+
+    /// A scenario in an existing namespace.
+    pub async fn start_in(
+        ns: &TestNamespace,
+        name: &str,
+        kubeconfig: Option<&std::path::Path>,
+        lease_namespace: Option<&str>,
+    ) -> Self {
+        Self::launch_in(
+            TestNamespace {
+                name: ns.name.clone(),
+            },
+            name,
+            kubeconfig,
+            lease_namespace,
+            &[],
+        )
+        .await
+    }
+
+    async fn launch_in(
+        ns: TestNamespace,
+        name: &str,
+        kubeconfig: Option<&std::path::Path>,
+        lease_namespace: Option<&str>,
+        flags: &[&str],
+    ) -> Self {
+        let client = support::client().await;
         let port = support::free_port();
         let slack = TestSlack::start(name, port).await;
-        let operator =
-            Operator::start_on(name, &ns.name, port, &slack.url(), &slack.api_url(), flags).await;
+        let operator = Operator::launch(support::Launch {
+            name,
+            watch_namespace: &ns.name,
+            lease_namespace: lease_namespace.unwrap_or(&ns.name),
+            callback_port: port,
+            public_url: None,
+            slack_url: &slack.url(),
+            slack_api_url: &slack.api_url(),
+            kubeconfig,
+            extra: flags,
+        })
+        .await;
         Self {
             grants: Api::namespaced(client.clone(), &ns.name),
             secrets: Api::namespaced(client.clone(), &ns.name),

@@ -164,6 +164,24 @@ pub fn log_dir() -> PathBuf {
     dir
 }
 
+/// How to start an operator process.
+pub struct Launch<'a> {
+    /// Names its log file.
+    pub name: &'a str,
+    /// The one namespace it reconciles (`--watch-namespaces`).
+    pub watch_namespace: &'a str,
+    /// Where its leader Lease lives.
+    pub lease_namespace: &'a str,
+    pub callback_port: u16,
+    /// Defaults to `http://127.0.0.1:<callback_port>`; replicas share one.
+    pub public_url: Option<&'a str>,
+    pub slack_url: &'a str,
+    pub slack_api_url: &'a str,
+    /// Another identity than the tests' admin, for RBAC tests.
+    pub kubeconfig: Option<&'a Path>,
+    pub extra: &'a [&'a str],
+}
+
 /// The operator binary, run as a separate process with real flags, logging JSON to a file.
 pub struct Operator {
     child: std::process::Child,
@@ -204,37 +222,61 @@ impl Operator {
         slack_api_url: &str,
         extra: &[&str],
     ) -> Self {
+        Self::launch(Launch {
+            name,
+            watch_namespace: namespace,
+            lease_namespace: namespace,
+            callback_port,
+            public_url: None,
+            slack_url,
+            slack_api_url,
+            kubeconfig: None,
+            extra,
+        })
+        .await
+    }
+
+    /// Starts the operator with every setting spelled out.
+    pub async fn launch(launch: Launch<'_>) -> Self {
         let admin_port = free_port();
-        let public_url = format!("http://127.0.0.1:{callback_port}");
-        let log = log_dir().join(format!("{name}-{}.log", std::process::id()));
+        let callback_port = launch.callback_port;
+        let public_url = launch.public_url.map_or_else(
+            || format!("http://127.0.0.1:{callback_port}"),
+            str::to_owned,
+        );
+        let log = log_dir().join(format!("{}-{}.log", launch.name, std::process::id()));
         let log_file = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(&log)
             .expect("log file");
-        let child = std::process::Command::new(env!("CARGO_BIN_EXE_slack-oauth-operator"))
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_slack-oauth-operator"));
+        command
             .args(["--public-url", &public_url])
             .args(["--callback-addr", &format!("127.0.0.1:{callback_port}")])
             .args(["--admin-addr", &format!("127.0.0.1:{admin_port}")])
-            .args(["--slack-url", slack_url, "--slack-api-url", slack_api_url])
+            .args([
+                "--slack-url",
+                launch.slack_url,
+                "--slack-api-url",
+                launch.slack_api_url,
+            ])
             .args([
                 "--log-format",
                 "json",
                 "--log-level",
                 "info,slack_oauth_operator=debug",
             ])
-            .args([
-                "--watch-namespaces",
-                namespace,
-                "--leader-election-namespace",
-                namespace,
-            ])
-            .args(extra)
+            .args(["--watch-namespaces", launch.watch_namespace])
+            .args(["--leader-election-namespace", launch.lease_namespace])
+            .args(launch.extra)
             .env_remove("RUST_LOG")
             .stdout(log_file.try_clone().expect("log file"))
-            .stderr(log_file)
-            .spawn()
-            .expect("start the operator");
+            .stderr(log_file);
+        if let Some(kubeconfig) = launch.kubeconfig {
+            command.env("KUBECONFIG", kubeconfig);
+        }
+        let child = command.spawn().expect("start the operator");
         let operator = Self {
             child,
             public_url,
@@ -243,6 +285,30 @@ impl Operator {
         };
         operator.wait_ready().await;
         operator
+    }
+
+    /// The operator's Prometheus metrics.
+    pub async fn metrics(&self) -> String {
+        reqwest::get(format!("{}/metrics", self.admin_url))
+            .await
+            .expect("metrics answer")
+            .text()
+            .await
+            .expect("metrics text")
+    }
+
+    /// Whether this replica reconciles, by its `leader` metric.
+    pub async fn is_leader(&self) -> bool {
+        self.metrics()
+            .await
+            .lines()
+            .any(|l| l.trim() == "slack_oauth_operator_leader 1")
+    }
+
+    /// Kills the operator without letting it clean up, as a crashed node would.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 
     async fn wait_ready(&self) {

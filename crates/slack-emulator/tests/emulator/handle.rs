@@ -125,6 +125,7 @@ async fn emulator_stops_when_the_last_handle_is_dropped() {
     let slack = SlackEmulator::start().await.expect("start");
     let clone = slack.clone();
     let url = slack.url();
+    crate::support::install_tls_provider();
     let http = reqwest::Client::new();
     drop(slack);
     let reply = http.post(format!("{url}/api/auth.test")).send().await;
@@ -155,6 +156,7 @@ async fn shutdown_stops_the_server() {
     let slack = SlackEmulator::start().await.expect("start");
     let url = slack.url();
     slack.shutdown().await;
+    crate::support::install_tls_provider();
     let reply = reqwest::Client::new()
         .post(format!("{url}/api/auth.test"))
         .send()

@@ -47,6 +47,7 @@ impl Fixture {
         let slack = SlackEmulator::start().await.expect("start the emulator");
         slack.register_app(app);
         slack.set_approver(Approver::workspace_owner("T0ACME", "Acme"));
+        install_tls_provider();
         let http = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .build()
@@ -160,4 +161,10 @@ pub fn query_of(url: &str) -> BTreeMap<String, String> {
         .query_pairs()
         .into_owned()
         .collect()
+}
+
+/// In the workspace, reqwest is built without a default TLS provider (the operator picks ring),
+/// so every client of these tests needs one installed first, even for plain-HTTP requests.
+pub fn install_tls_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
 }
