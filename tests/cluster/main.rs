@@ -4,6 +4,7 @@
 mod api_server;
 mod flow;
 mod ha;
+mod helm;
 mod operator;
 mod outage;
 mod refusals;
