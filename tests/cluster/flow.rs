@@ -409,3 +409,56 @@ async fn idle_ready_grant_causes_no_writes_and_no_slack_calls() {
         .expect("grant");
     assert_eq!(support::ready_reason(&grant).as_deref(), Some("Authorized"));
 }
+
+#[tokio::test]
+#[ignore = "needs the local control plane: run `make test`"]
+async fn rate_limits_and_server_errors_are_retried_within_the_codes_lifetime() {
+    let s = Scenario::start("slack-retries").await;
+    s.create_client_secret().await;
+    s.apply_grant("scim", json!({})).await;
+    let link = s.link("scim").await;
+    s.slack.emulator.inject(
+        "oauth.v2.access",
+        slack_emulator::Fault::RateLimited {
+            retry_after_secs: 1,
+        },
+    );
+    s.slack
+        .emulator
+        .inject("oauth.v2.access", slack_emulator::Fault::ServerError(503));
+    let started = std::time::Instant::now();
+    let answer = s.approve(&link).await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    assert!(
+        started.elapsed() >= Duration::from_secs(1),
+        "Retry-After was honoured"
+    );
+
+    let exchanges: Vec<_> = s
+        .slack
+        .emulator
+        .calls()
+        .into_iter()
+        .filter(|c| c.method == "oauth.v2.access")
+        .collect();
+    assert_eq!(
+        exchanges.iter().map(|c| c.status).collect::<Vec<_>>(),
+        vec![429, 503, 200]
+    );
+    // Every attempt is a form-encoded POST authenticated with HTTP Basic, with the same redirect_uri.
+    for call in &exchanges {
+        assert_eq!(call.http_method, "POST");
+        assert!(
+            call.content_type
+                .as_deref()
+                .unwrap_or_default()
+                .starts_with("application/x-www-form-urlencoded")
+        );
+        assert_eq!(call.client_auth, slack_emulator::ClientAuth::Basic);
+        assert_eq!(
+            call.param("redirect_uri"),
+            Some(s.slack.redirect_uri.as_str())
+        );
+    }
+    s.wait_ready("scim").await;
+}
