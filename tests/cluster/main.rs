@@ -2,9 +2,9 @@
 //! `make test` starts it and runs these with `--include-ignored`.
 
 mod api_server;
+mod chart;
 mod flow;
 mod ha;
-mod helm;
 mod operator;
 mod outage;
 mod refusals;
