@@ -329,8 +329,38 @@ impl SlackOAuthGrantSpec {
 /// Condition types, reasons and Event reasons. Kept as constants so that tests, the controller and
 /// the callback server agree on them.
 pub mod conditions {
+    use k8s_openapi::{
+        apimachinery::pkg::apis::meta::v1::{Condition, Time},
+        jiff::Timestamp,
+    };
+
     /// The one condition every grant carries.
     pub const READY: &str = "Ready";
+
+    /// The `Ready` condition with `reason`, keeping `previous`'s `lastTransitionTime` unless its
+    /// status flips. The controller and the callback server both build it here.
+    pub fn ready(
+        previous: Option<&Condition>,
+        ok: bool,
+        reason: &str,
+        message: String,
+        generation: i64,
+        now: Timestamp,
+    ) -> Condition {
+        let status = if ok { "True" } else { "False" }.to_owned();
+        let last_transition_time = match previous {
+            Some(previous) if previous.status == status => previous.last_transition_time.clone(),
+            _ => Time(now),
+        };
+        Condition {
+            type_: READY.to_owned(),
+            status,
+            reason: reason.to_owned(),
+            message,
+            observed_generation: Some(generation),
+            last_transition_time,
+        }
+    }
 }
 
 /// Reasons of the `Ready` condition, also used as Event reasons. Users may alert on them, so they

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use k8s_openapi::{
     ByteString,
     api::core::v1::Secret,
-    apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference, Time},
+    apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time},
     jiff::Timestamp,
 };
 use kube::{Resource, ResourceExt};
@@ -267,7 +267,7 @@ pub fn token_secret(grant: &SlackOAuthGrant, approved: &Approved, now: Timestamp
             namespace: grant.namespace(),
             labels: Some(secret_labels),
             annotations: Some(annotations),
-            owner_references: owner_reference(grant).map(|o| vec![o]),
+            owner_references: grant.controller_owner_ref(&()).map(|o| vec![o]),
             ..ObjectMeta::default()
         },
         type_: Some("Opaque".to_owned()),
@@ -278,11 +278,6 @@ pub fn token_secret(grant: &SlackOAuthGrant, approved: &Approved, now: Timestamp
 
 fn jiff_seconds(seconds: u64) -> k8s_openapi::jiff::SignedDuration {
     k8s_openapi::jiff::SignedDuration::from_secs(i64::try_from(seconds).unwrap_or(i64::MAX))
-}
-
-/// The grant as the controlling owner of a Secret.
-pub fn owner_reference(grant: &SlackOAuthGrant) -> Option<OwnerReference> {
-    grant.controller_owner_ref(&())
 }
 
 /// What a managed token Secret says about the approval it holds: the grant generation it was

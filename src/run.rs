@@ -3,10 +3,7 @@
 
 use std::{io, sync::Arc, time::Duration};
 
-use kube::{
-    Client,
-    runtime::events::{Recorder, Reporter},
-};
+use kube::{Client, runtime::events::Recorder};
 use kube_lease_manager::LeaseManagerBuilder;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
@@ -16,7 +13,7 @@ use crate::{
     api::FIELD_MANAGER,
     callback::{self, Callback},
     config::Config,
-    controller::{self, REPORTER},
+    controller,
     metrics::Metrics,
     slack::{ClientOptions, SlackClient},
 };
@@ -50,7 +47,7 @@ pub async fn run(client: Client, config: Config, shutdown: CancellationToken) ->
     let config = Arc::new(config);
     let slack = SlackClient::new(config.slack_api_url.clone(), ClientOptions::default())
         .map_err(Error::SlackClient)?;
-    let callback_listener = callback::bind(config.callback_addr)
+    let callback_listener = tokio::net::TcpListener::bind(config.callback_addr)
         .await
         .map_err(|source| Error::BindCallback {
             addr: config.callback_addr,
@@ -69,15 +66,12 @@ pub async fn run(client: Client, config: Config, shutdown: CancellationToken) ->
 
     let readiness = Readiness::default();
     let metrics = Metrics::default();
-    let reporter = Reporter {
-        controller: REPORTER.to_owned(),
-        instance: std::env::var("POD_NAME").ok(),
-    };
+    let recorder = controller::recorder(client.clone());
     let callback = Arc::new(Callback {
         client: client.clone(),
         slack: Arc::new(slack),
         config: config.clone(),
-        recorder: Recorder::new(client.clone(), reporter),
+        recorder: recorder.clone(),
         shutdown: shutdown.clone(),
         metrics: metrics.clone(),
     });
@@ -100,7 +94,7 @@ pub async fn run(client: Client, config: Config, shutdown: CancellationToken) ->
         callback::router(callback),
         shutdown.clone(),
     ));
-    let leading = reconcile_while_leading(client, config, metrics, shutdown.clone());
+    let leading = reconcile_while_leading(client, config, recorder, metrics, shutdown.clone());
     tokio::pin!(leading);
     tokio::select! {
         () = &mut leading => {}
@@ -140,12 +134,13 @@ pub async fn run(client: Client, config: Config, shutdown: CancellationToken) ->
 async fn reconcile_while_leading(
     client: Client,
     config: Arc<Config>,
+    recorder: Recorder,
     metrics: Metrics,
     shutdown: CancellationToken,
 ) {
     let Some(election) = config.leader_election.clone() else {
         metrics.leader.set(1);
-        controller::run(client, config, metrics, shutdown).await;
+        controller::run(client, config, recorder, metrics, shutdown).await;
         return;
     };
     let duration = election.duration.as_secs().max(2);
@@ -190,6 +185,7 @@ async fn reconcile_while_leading(
         let controller = tokio::spawn(controller::run(
             client.clone(),
             config.clone(),
+            recorder.clone(),
             metrics.clone(),
             term.clone(),
         ));

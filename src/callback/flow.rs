@@ -17,9 +17,7 @@ use std::time::Duration;
 
 use axum::http::StatusCode;
 use k8s_openapi::{
-    api::core::v1::Secret,
-    apimachinery::pkg::apis::meta::v1::{Condition, Time},
-    jiff::Timestamp,
+    api::core::v1::Secret, apimachinery::pkg::apis::meta::v1::Condition, jiff::Timestamp,
 };
 use kube::{
     Api, ResourceExt,
@@ -34,7 +32,7 @@ use crate::{
     api::{FIELD_MANAGER, SlackOAuthGrant, conditions, reasons},
     authorization::{self, Approved, manages, state_of, team_label},
     controller::{PlannedEvent, publish},
-    slack::{CodeExchange, SlackApi, SlackError},
+    slack::{CodeExchange, SlackApi, SlackError, is_error_code},
 };
 
 /// A code lives for 10 minutes; stop retrying Slack a little before that.
@@ -43,9 +41,6 @@ const EXCHANGE_BUDGET: Duration = Duration::from_secs(9 * 60 + 30);
 const REVOKE_BUDGET: Duration = Duration::from_secs(60);
 /// Longest pause between two attempts to write the Secret.
 const MAX_WRITE_BACKOFF: Duration = Duration::from_secs(5);
-
-/// What a callback ended with: the page to show.
-pub type Outcome = Page;
 
 /// The callback's query parameters. `code` is a secret: it has no `Debug`.
 struct Params {
@@ -78,7 +73,7 @@ fn parse(query: &str) -> Result<Params, ()> {
     Ok(params)
 }
 
-pub async fn handle<S: SlackApi>(callback: &Callback<S>, query: &str) -> Outcome {
+pub async fn handle<S: SlackApi>(callback: &Callback<S>, query: &str) -> Page {
     let page = handle_query(callback, query).await;
     let outcome = match (&page.reason, page.success) {
         (_, true) => "Authorized",
@@ -89,7 +84,7 @@ pub async fn handle<S: SlackApi>(callback: &Callback<S>, query: &str) -> Outcome
     page
 }
 
-async fn handle_query<S: SlackApi>(callback: &Callback<S>, query: &str) -> Outcome {
+async fn handle_query<S: SlackApi>(callback: &Callback<S>, query: &str) -> Page {
     let Ok(params) = parse(query) else {
         return refused_link(
             StatusCode::BAD_REQUEST,
@@ -119,7 +114,7 @@ async fn handle_for_grant<S: SlackApi>(
     params: Params,
     raw_state: &str,
     state: &AuthorizationState,
-) -> Outcome {
+) -> Page {
     let grants = Api::<SlackOAuthGrant>::namespaced(callback.client.clone(), &state.namespace);
     let grant = match grants.get_opt(&state.name).await {
         Ok(Some(grant)) => grant,
@@ -215,7 +210,7 @@ impl<S: SlackApi> Attempt<'_, S> {
         )
     }
 
-    async fn declined(&self, error: &str) -> Outcome {
+    async fn declined(&self, error: &str) -> Page {
         if error == "access_denied" {
             return self
                 .fail(
@@ -234,7 +229,7 @@ impl<S: SlackApi> Attempt<'_, S> {
         .await
     }
 
-    async fn exchange(&self, code: SecretString) -> Outcome {
+    async fn exchange(&self, code: SecretString) -> Page {
         let spec = &self.grant.spec;
         let namespace = self.grant.namespace().unwrap_or_default();
         let client_secret = match self.client_secret().await {
@@ -306,7 +301,7 @@ impl<S: SlackApi> Attempt<'_, S> {
         }
     }
 
-    async fn exchange_failed(&self, error: &SlackError) -> Outcome {
+    async fn exchange_failed(&self, error: &SlackError) -> Page {
         warn!(
             error = error as &dyn std::error::Error,
             "code exchange failed"
@@ -338,7 +333,7 @@ impl<S: SlackApi> Attempt<'_, S> {
             Some(code) => (
                 StatusCode::BAD_GATEWAY,
                 reasons::EXCHANGE_FAILED,
-                format!("Slack refused the code exchange: {}.", sanitize(code)),
+                format!("Slack refused the code exchange: {code}."),
             ),
             None if error.is_transient() => (
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -359,7 +354,7 @@ impl<S: SlackApi> Attempt<'_, S> {
 
     /// Writes the token, retrying through API server outages until it lands. Gives up, revoking
     /// the token, only if the Secret belongs to someone else or the process is stopping.
-    async fn store(&self, approved: Approved, now: Timestamp) -> Outcome {
+    async fn store(&self, approved: Approved, now: Timestamp) -> Page {
         let namespace = self.grant.namespace().unwrap_or_default();
         let secrets = Api::<Secret>::namespaced(self.callback.client.clone(), &namespace);
         let desired = authorization::token_secret(&self.grant, &approved, now);
@@ -444,7 +439,7 @@ impl<S: SlackApi> Attempt<'_, S> {
 
     /// Records a failed attempt on the grant (the controller then publishes a new link) and
     /// returns its page.
-    async fn fail(&self, status: StatusCode, reason: &'static str, message: String) -> Outcome {
+    async fn fail(&self, status: StatusCode, reason: &'static str, message: String) -> Page {
         if let Err(error) = record_failure(self.grants, &self.grant, reason, &message).await {
             warn!(
                 error = &error as &dyn std::error::Error,
@@ -592,23 +587,13 @@ fn with_ready(
     now: Timestamp,
 ) -> Vec<Condition> {
     let previous = conditions.iter().find(|c| c.type_ == conditions::READY);
-    let last_transition_time = match previous {
-        Some(previous) if previous.status == "False" => previous.last_transition_time.clone(),
-        _ => Time(now),
-    };
+    let ready = conditions::ready(previous, false, reason, message.to_owned(), generation, now);
     let mut updated: Vec<Condition> = conditions
         .iter()
         .filter(|c| c.type_ != conditions::READY)
         .cloned()
         .collect();
-    updated.push(Condition {
-        type_: conditions::READY.to_owned(),
-        status: "False".to_owned(),
-        reason: reason.to_owned(),
-        message: message.to_owned(),
-        observed_generation: Some(generation),
-        last_transition_time,
-    });
+    updated.push(ready);
     updated
 }
 
@@ -646,21 +631,17 @@ async fn write_secret(
     }
 }
 
-/// Slack's error codes are short snake_case words; anything else is not repeated to anyone.
+/// The `error` a browser brought back, when it looks like one of Slack's codes; anything else
+/// is not repeated to anyone.
 fn sanitize(code: &str) -> String {
-    let valid = !code.is_empty()
-        && code.len() <= 64
-        && code
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b == b'_' || b.is_ascii_digit());
-    if valid {
+    if is_error_code(code) {
         code.to_owned()
     } else {
         "an unrecognised error".to_owned()
     }
 }
 
-fn refused_link(status: StatusCode, what: &str) -> Outcome {
+fn refused_link(status: StatusCode, what: &str) -> Page {
     Page::failure(
         status,
         "Authorization link not accepted",
@@ -669,7 +650,7 @@ fn refused_link(status: StatusCode, what: &str) -> Outcome {
     )
 }
 
-fn gone(what: &str) -> Outcome {
+fn gone(what: &str) -> Page {
     Page::failure(
         StatusCode::GONE,
         "Authorization link no longer valid",
@@ -678,7 +659,7 @@ fn gone(what: &str) -> Outcome {
     )
 }
 
-fn unavailable() -> Outcome {
+fn unavailable() -> Page {
     Page::failure(
         StatusCode::SERVICE_UNAVAILABLE,
         "Operator temporarily unavailable",
@@ -714,6 +695,9 @@ mod tests {
         let second = with_ready(&first, reasons::ACCESS_DENIED, "y", 1, now);
         assert_eq!(second.len(), 1);
         assert_eq!(second[0].reason, reasons::ACCESS_DENIED);
-        assert_eq!(second[0].last_transition_time, Time(then));
+        assert_eq!(
+            second[0].last_transition_time,
+            k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(then)
+        );
     }
 }

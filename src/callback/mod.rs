@@ -8,7 +8,7 @@ mod flow;
 pub mod pages;
 pub mod state;
 
-use std::{net::SocketAddr, sync::Arc, time::Duration};
+use std::{sync::Arc, time::Duration};
 
 use axum::{
     Router,
@@ -28,7 +28,6 @@ use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tower_http::limit::RequestBodyLimitLayer;
 use tracing::{debug, info, warn};
 
-pub use self::flow::Outcome;
 use self::pages::Page;
 use crate::{config::Config, metrics::Metrics, slack::SlackApi};
 
@@ -135,9 +134,4 @@ pub async fn serve(listener: TcpListener, router: Router, shutdown: Cancellation
     connections.close();
     connections.wait().await;
     info!("callback server stopped");
-}
-
-/// Binds `addr` for [`serve`].
-pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
-    TcpListener::bind(addr).await
 }

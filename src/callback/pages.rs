@@ -43,12 +43,8 @@ impl Page {
         next_step: impl Into<String>,
     ) -> Self {
         Self {
-            status: StatusCode::OK,
             success: true,
-            title: title.into(),
-            explanation: explanation.into(),
-            next_step: next_step.into(),
-            reason: None,
+            ..Self::failure(StatusCode::OK, title, explanation, next_step)
         }
     }
 

@@ -42,6 +42,15 @@ use crate::{
 /// The name Events are reported under.
 pub const REPORTER: &str = "slack-oauth-operator";
 
+/// The one Event recorder of the process, shared by the controller and the callback server.
+pub fn recorder(client: Client) -> Recorder {
+    let reporter = Reporter {
+        controller: REPORTER.to_owned(),
+        instance: std::env::var("POD_NAME").ok(),
+    };
+    Recorder::new(client, reporter)
+}
+
 /// Errors from reconciling one grant.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -71,14 +80,10 @@ pub struct Context {
 pub async fn run(
     client: Client,
     config: Arc<Config>,
+    recorder: Recorder,
     metrics: Metrics,
     shutdown: CancellationToken,
 ) {
-    let reporter = Reporter {
-        controller: REPORTER.to_owned(),
-        instance: std::env::var("POD_NAME").ok(),
-    };
-    let recorder = Recorder::new(client.clone(), reporter);
     if config.watch_namespaces.is_empty() {
         run_in(client.clone(), None, config, recorder, metrics, shutdown).await;
     } else {

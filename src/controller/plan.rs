@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use k8s_openapi::{
-    apimachinery::pkg::apis::meta::v1::{Condition, Time},
+    apimachinery::pkg::apis::meta::v1::Time,
     jiff::{SignedDuration, Timestamp},
 };
 use kube::ResourceExt;
@@ -255,7 +255,7 @@ pub fn plan(inputs: &Inputs<'_>) -> Plan {
     };
 
     let (ok, reason, message) = outcome;
-    status.conditions = vec![ready_condition(
+    status.conditions = vec![conditions::ready(
         ready, ok, reason, message, generation, inputs.now,
     )];
     if !ok
@@ -292,30 +292,6 @@ fn usable_link(
     (same_grant && now < expires_at).then(|| (url.clone(), expires_at))
 }
 
-/// The `Ready` condition, keeping `lastTransitionTime` unless the status flips.
-fn ready_condition(
-    previous: Option<&Condition>,
-    ok: bool,
-    reason: &str,
-    message: String,
-    generation: i64,
-    now: Timestamp,
-) -> Condition {
-    let status = if ok { "True" } else { "False" }.to_owned();
-    let last_transition_time = match previous {
-        Some(previous) if previous.status == status => previous.last_transition_time.clone(),
-        _ => Time(now),
-    };
-    Condition {
-        type_: conditions::READY.to_owned(),
-        status,
-        reason: reason.to_owned(),
-        message,
-        observed_generation: Some(generation),
-        last_transition_time,
-    }
-}
-
 fn signed(duration: Duration) -> SignedDuration {
     SignedDuration::try_from(duration).unwrap_or(SignedDuration::MAX)
 }
@@ -330,6 +306,7 @@ fn until(now: Timestamp, then: Timestamp) -> Duration {
 
 #[cfg(test)]
 mod tests {
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
     use serde_json::json;
 
     use super::*;

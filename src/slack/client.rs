@@ -14,7 +14,7 @@ use tokio::time::Instant;
 use tracing::{debug, warn};
 use url::Url;
 
-use super::{CodeExchange, OAuthAccess, SlackApi, SlackError};
+use super::{CodeExchange, OAuthAccess, SlackApi, SlackError, is_error_code};
 
 /// Timeouts and backoff of [`SlackClient`].
 #[derive(Clone, Debug)]
@@ -223,15 +223,10 @@ fn retry_after(response: &reqwest::Response) -> Option<Duration> {
     Some(Duration::from_secs(seconds.min(600)))
 }
 
-/// Slack's error codes are short snake_case words. Anything else is replaced, so an unexpected
-/// answer can never carry text of Slack's (or anyone's) choosing into a status or a page.
+/// Slack's error codes are kept only when they look like codes, so an unexpected answer can never
+/// carry text of Slack's (or anyone's) choosing into a status or a page.
 fn sanitize_code(code: &str) -> String {
-    let valid = !code.is_empty()
-        && code.len() <= 64
-        && code
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b == b'_' || b.is_ascii_digit());
-    if valid {
+    if is_error_code(code) {
         code.to_owned()
     } else {
         "unknown_error".to_owned()

@@ -103,6 +103,15 @@ impl OAuthAccess {
     }
 }
 
+/// Whether `code` looks like one of Slack's error codes: a short snake_case word.
+pub fn is_error_code(code: &str) -> bool {
+    !code.is_empty()
+        && code.len() <= 64
+        && code
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b == b'_' || b.is_ascii_digit())
+}
+
 /// A failed Slack call. Messages never contain a secret value.
 #[derive(Debug, thiserror::Error)]
 pub enum SlackError {
