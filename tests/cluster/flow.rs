@@ -462,3 +462,57 @@ async fn rate_limits_and_server_errors_are_retried_within_the_codes_lifetime() {
     }
     s.wait_ready("scim").await;
 }
+
+#[tokio::test]
+#[ignore = "needs the local control plane: run `make test`"]
+async fn events_name_the_link_and_the_team_and_no_secret_reaches_events_or_status() {
+    let s = Scenario::start("events").await;
+    s.create_client_secret().await;
+    s.apply_grant("scim", json!({})).await;
+    assert_eq!(s.approve(&s.link("scim").await).await.status, 200);
+    s.wait_ready("scim").await;
+
+    let events =
+        Api::<k8s_openapi::api::events::v1::Event>::namespaced(s.client.clone(), &s.ns.name);
+    let mut notes = Vec::new();
+    for _ in 0..100 {
+        notes = events
+            .list(&Default::default())
+            .await
+            .expect("list Events")
+            .items
+            .into_iter()
+            .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("scim"))
+            .map(|e| (e.reason.unwrap_or_default(), e.note.unwrap_or_default()))
+            .collect::<Vec<_>>();
+        if notes.iter().any(|(reason, _)| reason == "Authorized") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        notes
+            .iter()
+            .any(|(reason, _)| reason == "AwaitingAuthorization"),
+        "an Event for the link: {notes:?}"
+    );
+    let authorized = notes
+        .iter()
+        .find(|(reason, _)| reason == "Authorized")
+        .expect("an Authorized Event");
+    assert!(
+        authorized.1.contains("Acme (T0ACME)"),
+        "the Event names the team: {}",
+        authorized.1
+    );
+
+    let status =
+        serde_json::to_string(&s.grants.get("scim").await.expect("grant").status).expect("status");
+    let everything = format!("{status}\n{notes:?}");
+    for secret in s.slack.secret_values() {
+        assert!(
+            !everything.contains(&secret),
+            "a secret value reached an Event or the status"
+        );
+    }
+}

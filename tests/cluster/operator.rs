@@ -11,7 +11,7 @@ use crate::support::{self, Operator, TestNamespace};
 
 #[tokio::test]
 #[ignore = "needs the local control plane: run `make test`"]
-async fn operator_publishes_a_link_for_a_new_grant_and_logs_it() {
+async fn operator_reports_a_missing_client_secret_and_logs_the_grant() {
     let client = support::client().await;
     support::install_crd(&client).await;
     let ns = TestNamespace::create(&client, "operator-watches").await;
