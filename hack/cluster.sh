@@ -10,7 +10,8 @@
 #   kubeconfig, env           admin kubeconfig and `export KUBECONFIG=...` to source
 #   pki/                      CA, apiserver serving cert, service-account key pair
 #   ports.env                 the loopback ports chosen at `up` (start-apiserver reuses them)
-#   audit.log                 JSON audit log, Metadata level, write verbs only
+#   audit.log                 JSON audit log, Metadata level: every write, and the reads of
+#                             secrets and slackoauthgrants
 #   logs/                     one log per component; *.pid: their process ids
 #   etcd-data/                wiped by `down` and by a fresh `up`
 set -euo pipefail
@@ -231,9 +232,11 @@ EOF
 }
 
 write_audit_policy() {
-  # One event per write request: Metadata for the verbs that change state, nothing for reads and
-  # watches. RequestReceived is omitted so each request is logged once (at ResponseComplete, or
-  # Panic), which is what tests that count API writes from the log want.
+  # Metadata for every request that changes state, and for reads (get, list, watch) of Secrets and
+  # grants and their subresources only: tests check what the operator reads and how many watches
+  # it holds, and logging the reads of every resource would make the log large. Nothing else is
+  # logged. RequestReceived is omitted, so a request is logged at ResponseComplete (or Panic); a
+  # watch, being long-running, also at ResponseStarted. Tests that count requests count auditIDs.
   cat >"$cluster_dir/audit-policy.yaml" <<'EOF'
 apiVersion: audit.k8s.io/v1
 kind: Policy
@@ -242,6 +245,13 @@ omitStages:
 rules:
 - level: Metadata
   verbs: ["create", "update", "patch", "delete", "deletecollection"]
+- level: Metadata
+  verbs: ["get", "list", "watch"]
+  resources:
+  - group: ""
+    resources: ["secrets", "secrets/*"]
+  - group: "slack-oauth-operator.io"
+    resources: ["slackoauthgrants", "slackoauthgrants/*"]
 - level: None
 EOF
 }

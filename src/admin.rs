@@ -11,7 +11,10 @@ use axum::{Router, extract::State, http::StatusCode, routing::get};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::metrics::Metrics;
+use crate::{
+    metrics::Metrics,
+    server::{self, Limits},
+};
 
 /// Set once the operator can serve callbacks.
 #[derive(Clone, Default)]
@@ -68,7 +71,13 @@ pub async fn serve(
     metrics: Metrics,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(readiness, metrics))
-        .with_graceful_shutdown(async move { shutdown.cancelled().await })
-        .await
+    server::serve(
+        listener,
+        router(readiness, metrics),
+        Limits::ADMIN,
+        crate::metrics::connections("admin"),
+        shutdown,
+    )
+    .await;
+    Ok(())
 }

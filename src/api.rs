@@ -41,6 +41,20 @@ const SECRET_KEY_MESSAGE: &str =
 const SCOPES_RULE: &str = "self.all(s, s.matches('^[a-z][a-z0-9_.-]*(:[a-z][a-z0-9_.-]*)?$'))";
 const SCOPES_MESSAGE: &str = "every scope must be a Slack scope name such as 'admin', 'chat:write' or 'users:read.email' (lowercase, no spaces or commas)";
 
+// Kubernetes' rules for label and annotation keys (an optional DNS-subdomain prefix and a name of
+// at most 63 characters) and label values, so that every grant the API server accepts can have
+// its Secret written.
+const LABEL_KEYS_RULE: &str = "self.all(k, size(k) <= 317 && k.matches('^([a-z0-9]([-a-z0-9]*[a-z0-9])?([.][a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$') && (k.indexOf('/') < 0 || k.indexOf('/') <= 253))";
+const LABEL_KEYS_MESSAGE: &str = "every key must be a Kubernetes label key: an optional DNS prefix and '/', then at most 63 letters, digits, '-', '_' or '.', starting and ending with a letter or digit";
+const ANNOTATION_KEYS_MESSAGE: &str = "every key must be a Kubernetes annotation key: an optional DNS prefix and '/', then at most 63 letters, digits, '-', '_' or '.', starting and ending with a letter or digit";
+const LABEL_VALUES_RULE: &str =
+    "self.all(k, self[k].matches('^([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?$'))";
+const LABEL_VALUES_MESSAGE: &str = "every value must be a Kubernetes label value: at most 63 letters, digits, '-', '_' or '.', starting and ending with a letter or digit";
+const RESERVED_KEYS_RULE: &str =
+    "self.all(k, !k.startsWith('slack-oauth-operator.io/') && k != 'app.kubernetes.io/managed-by')";
+const RESERVED_KEYS_MESSAGE: &str =
+    "keys under slack-oauth-operator.io/ and app.kubernetes.io/managed-by are set by the operator";
+
 /// The Slack app, the scopes to request, and the Secret to keep the token in.
 ///
 /// The operator publishes an authorization link in `status.authorizationURL`. When a Slack
@@ -183,13 +197,43 @@ pub struct TargetSecret {
     #[schemars(length(min = 1, max = 253))]
     pub key: String,
 
-    /// Extra labels for the Secret.
+    /// Extra labels for the Secret: Kubernetes label keys and values (values at most 63
+    /// characters). Keys under `slack-oauth-operator.io/` and `app.kubernetes.io/managed-by` are
+    /// the operator's own.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[x_kube(validation = Rule::new(LABEL_KEYS_RULE).message(LABEL_KEYS_MESSAGE))]
+    #[x_kube(validation = Rule::new(LABEL_VALUES_RULE).message(LABEL_VALUES_MESSAGE))]
+    #[x_kube(validation = Rule::new(RESERVED_KEYS_RULE).message(RESERVED_KEYS_MESSAGE))]
+    #[schemars(schema_with = "label_map")]
     pub labels: BTreeMap<String, String>,
 
-    /// Extra annotations for the Secret.
+    /// Extra annotations for the Secret: Kubernetes annotation keys, values of at most 4096
+    /// characters. Keys under `slack-oauth-operator.io/` are the operator's own.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[x_kube(validation = Rule::new(LABEL_KEYS_RULE).message(ANNOTATION_KEYS_MESSAGE))]
+    #[x_kube(validation = Rule::new(RESERVED_KEYS_RULE).message(RESERVED_KEYS_MESSAGE))]
+    #[schemars(schema_with = "annotation_map")]
     pub annotations: BTreeMap<String, String>,
+}
+
+/// A map of at most 32 labels, each value at most 63 characters: bounded so that the API server
+/// can bound the cost of the CEL rules above.
+fn label_map(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "object",
+        "maxProperties": 32,
+        "additionalProperties": { "type": "string", "maxLength": 63 }
+    })
+}
+
+/// A map of at most 32 annotations, each value at most 4096 characters, so that they always fit
+/// Kubernetes' 256 KiB limit on a Secret's annotations, next to the operator's own.
+fn annotation_map(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "object",
+        "maxProperties": 32,
+        "additionalProperties": { "type": "string", "maxLength": 4096 }
+    })
 }
 
 /// Where the Slack app is installed.
@@ -259,6 +303,24 @@ pub struct SlackOAuthGrantStatus {
     /// Who approved the grant and what Slack granted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub installation: Option<InstallationStatus>,
+
+    /// An approval being exchanged for a token right now. Recorded before the code is exchanged,
+    /// so that if the operator stops before the token is stored or revoked, the next one knows
+    /// and says so (reason `ExchangeInterrupted`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exchange: Option<ExchangeStatus>,
+}
+
+/// An exchange in flight. Holds no secret values.
+#[derive(JsonSchema, Deserialize, Serialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ExchangeStatus {
+    /// The operator process exchanging the code.
+    pub holder: String,
+    /// When the approval arrived.
+    pub started_at: Time,
+    /// Renewed by the holder while it works; an exchange not renewed for a while was interrupted.
+    pub renewed_at: Time,
 }
 
 /// What Slack reported when the grant was approved. Holds no secret values.
@@ -336,6 +398,8 @@ pub mod conditions {
 
     /// The one condition every grant carries.
     pub const READY: &str = "Ready";
+    /// Whether `spec.teamID` pins the approving workspace or organization.
+    pub const TEAM_PINNED: &str = "TeamPinned";
 
     /// The `Ready` condition with `reason`, keeping `previous`'s `lastTransitionTime` unless its
     /// status flips. The controller and the callback server both build it here.
@@ -400,14 +464,29 @@ pub mod reasons {
     pub const WRONG_INSTALLATION: &str = "WrongInstallation";
     /// Slack granted fewer scopes than requested, or not the requested token.
     pub const MISSING_SCOPE: &str = "MissingScope";
+    /// The operator stopped while exchanging an approval; Slack may have issued a token that
+    /// nobody holds.
+    pub const EXCHANGE_INTERRUPTED: &str = "ExchangeInterrupted";
+    /// The operator requires `spec.teamID` (`--require-team-id`) and the grant has none.
+    pub const TEAM_ID_REQUIRED: &str = "TeamIDRequired";
+    /// `TeamPinned`: `spec.teamID` is set.
+    pub const TEAM_ID_SET: &str = "TeamIDSet";
+    /// `TeamPinned`: `spec.teamID` is not set; any workspace the approver owns may be chosen.
+    pub const TEAM_ID_UNSET: &str = "TeamIDUnset";
 }
 
 /// Labels and annotations the operator puts on the Secrets it writes.
 pub mod labels {
     /// `app.kubernetes.io/managed-by`: the controller watches Secrets by this label only.
     pub const MANAGED_BY: &str = "app.kubernetes.io/managed-by";
-    /// The name of the grant a Secret belongs to.
+    /// Annotation: the name of the grant a Secret belongs to. (An annotation, not a label: grant
+    /// names may be longer than a label value.)
     pub const GRANT: &str = "slack-oauth-operator.io/grant";
+    /// Label a Secret carries to share itself with the grants of its namespace (value `true`);
+    /// see docs/security.md. The operator reads no Secret without it or the managed-by label.
+    pub const SHARED_WITH_GRANTS: &str = "slack-oauth-operator.io/shared-with-grants";
+    /// Optional annotation narrowing `SHARED_WITH_GRANTS` to these grant names (comma-separated).
+    pub const ALLOWED_GRANTS: &str = "slack-oauth-operator.io/allowed-grants";
     /// The grant generation the token was approved for.
     pub const GRANT_GENERATION: &str = "slack-oauth-operator.io/grant-generation";
     /// What Slack reported at approval (JSON of `InstallationStatus`); no secret values.

@@ -224,6 +224,20 @@ pub fn manages(secret: &Secret, grant: &SlackOAuthGrant) -> bool {
     labelled && owned
 }
 
+/// Whether `secret` opted in to being read for `grant` (docs/security.md): it carries the
+/// `shared-with-grants` label, and its `allowed-grants` annotation, if any, names the grant.
+pub fn shared_with(secret: &Secret, grant_name: &str) -> bool {
+    let shared = secret
+        .labels()
+        .get(labels::SHARED_WITH_GRANTS)
+        .is_some_and(|v| v == "true");
+    let allowed = secret
+        .annotations()
+        .get(labels::ALLOWED_GRANTS)
+        .is_none_or(|names| names.split(',').any(|n| n.trim() == grant_name));
+    shared && allowed
+}
+
 /// The token Secret for an approved grant: the token under `spec.secret.key` (with the refresh
 /// token and expiry next to it when Slack rotates tokens), the spec's labels and annotations, ours,
 /// and an owner reference so it goes away with the grant.
@@ -250,8 +264,8 @@ pub fn token_secret(grant: &SlackOAuthGrant, approved: &Approved, now: Timestamp
 
     let mut secret_labels = spec.secret.labels.clone();
     secret_labels.insert(labels::MANAGED_BY.to_owned(), MANAGED_BY.to_owned());
-    secret_labels.insert(labels::GRANT.to_owned(), grant.name_any());
     let mut annotations = spec.secret.annotations.clone();
+    annotations.insert(labels::GRANT.to_owned(), grant.name_any());
     annotations.insert(
         labels::GRANT_GENERATION.to_owned(),
         grant.metadata.generation.unwrap_or_default().to_string(),

@@ -79,6 +79,22 @@ pub struct Flags {
     #[arg(long, env = "LEADER_ELECTION_LEASE_DURATION", default_value = "10s", value_parser = humantime::parse_duration)]
     pub leader_election_lease_duration: Duration,
 
+    /// Name of the Secret, in the operator's own namespace (the leader-election namespace), that
+    /// holds the key the OAuth `state` is signed with. The first replica to start creates it;
+    /// every replica reads it. Deleting it (and restarting) rotates the key: links published
+    /// before then stop working and are replaced.
+    #[arg(
+        long,
+        env = "STATE_KEY_SECRET",
+        default_value = "slack-oauth-operator-state-key"
+    )]
+    pub state_key_secret: String,
+
+    /// Refuse grants without `spec.teamID`. Without it, whoever opens a link may approve it from
+    /// any workspace they own, and that workspace's token is stored.
+    #[arg(long, env = "REQUIRE_TEAM_ID", default_value_t = false, action = clap::ArgAction::Set)]
+    pub require_team_id: bool,
+
     /// Log filter, in `RUST_LOG` syntax (for example `info` or `slack_oauth_operator=debug`).
     #[arg(long, env = "LOG_LEVEL", default_value = "info")]
     pub log_level: String,
@@ -103,6 +119,11 @@ pub struct Config {
     /// Empty means every namespace.
     pub watch_namespaces: Vec<String>,
     pub leader_election: Option<LeaderElection>,
+    /// The operator's own namespace: where its Lease and state key live.
+    pub namespace: String,
+    /// The Secret holding the state key, in `namespace`.
+    pub state_key_secret: String,
+    pub require_team_id: bool,
     pub log_level: String,
     pub log_format: LogFormat,
 }
@@ -125,6 +146,12 @@ pub enum Error {
         #[source]
         source: Option<url::ParseError>,
     },
+    #[error(
+        "failed to accept --{flag} {value:?}: Slack is reached over https only (http only for a loopback address, such as a local emulator)"
+    )]
+    InsecureSlackUrl { flag: &'static str, value: String },
+    #[error("failed to accept --state-key-secret {0:?}: it must be a valid Secret name")]
+    InvalidStateKeySecret(String),
     #[error("failed to accept --public-url {0:?}: it must not carry a query or fragment")]
     PublicUrlWithQuery(String),
     #[error("failed to accept --authorization-ttl: it must be between 5 seconds and 7 days")]
@@ -146,8 +173,17 @@ impl Flags {
         }
         let redirect_uri = join(&public, CALLBACK_PATH, "public-url", &self.public_url)?;
         let slack = parse_base_url("slack-url", &self.slack_url)?;
+        require_https("slack-url", &slack, &self.slack_url)?;
         let authorize_url = join(&slack, "oauth/v2/authorize", "slack-url", &self.slack_url)?;
         let slack_api_url = parse_base_url("slack-api-url", &self.slack_api_url)?;
+        require_https("slack-api-url", &slack_api_url, &self.slack_api_url)?;
+        if !crate::callback::state::is_dns_subdomain(&self.state_key_secret) {
+            return Err(Error::InvalidStateKeySecret(self.state_key_secret));
+        }
+        let namespace = self
+            .leader_election_namespace
+            .clone()
+            .unwrap_or_else(own_namespace);
         if self.authorization_ttl < Duration::from_secs(5)
             || self.authorization_ttl > Duration::from_secs(7 * 24 * 3600)
         {
@@ -159,7 +195,7 @@ impl Flags {
                 return Err(Error::LeaseDurationOutOfRange);
             }
             Some(LeaderElection {
-                namespace: self.leader_election_namespace.unwrap_or_else(own_namespace),
+                namespace: namespace.clone(),
                 lease: self.leader_election_lease,
                 duration,
             })
@@ -176,6 +212,9 @@ impl Flags {
         watch_namespaces.dedup();
         Ok(Config {
             watch_namespaces,
+            namespace,
+            state_key_secret: self.state_key_secret,
+            require_team_id: self.require_team_id,
             leader_election,
             redirect_uri,
             callback_addr: self.callback_addr,
@@ -219,6 +258,24 @@ fn parse_base_url(flag: &'static str, value: &str) -> Result<Url, Error> {
         url.set_path(&path);
     }
     Ok(url)
+}
+
+/// Slack is reached over https; plain http only on this host, for a local emulator.
+fn require_https(flag: &'static str, url: &Url, value: &str) -> Result<(), Error> {
+    let loopback = match url.host() {
+        Some(url::Host::Domain(domain)) => domain == "localhost",
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => false,
+    };
+    if url.scheme() == "https" || loopback {
+        Ok(())
+    } else {
+        Err(Error::InsecureSlackUrl {
+            flag,
+            value: value.to_owned(),
+        })
+    }
 }
 
 fn join(base: &Url, path: &str, flag: &'static str, value: &str) -> Result<Url, Error> {
@@ -338,6 +395,30 @@ mod tests {
         .expect("valid");
         assert_eq!(config.watch_namespaces, vec!["a", "b"]);
         assert!(config.leader_election.is_none());
+    }
+
+    #[test]
+    fn slack_is_reached_over_https_except_on_loopback() {
+        for (flag, value) in [
+            ("--slack-api-url", "http://slack.example.com/api"),
+            ("--slack-url", "http://10.0.0.1:8080"),
+        ] {
+            let refused = flags(&["--public-url", "https://x.example", flag, value]).validate();
+            assert!(
+                matches!(refused, Err(Error::InsecureSlackUrl { .. })),
+                "{value}"
+            );
+        }
+        let local = flags(&[
+            "--public-url",
+            "https://x.example",
+            "--slack-url",
+            "http://127.0.0.1:9000",
+            "--slack-api-url",
+            "http://localhost:9000/api",
+        ])
+        .validate();
+        assert!(local.is_ok());
     }
 
     #[test]

@@ -13,5 +13,6 @@ pub mod controller;
 pub mod crdgen;
 pub mod metrics;
 pub mod run;
+pub mod server;
 pub mod slack;
 pub mod telemetry;

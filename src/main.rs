@@ -3,9 +3,9 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use slack_oauth_operator::{config::Flags, run, telemetry};
+use slack_oauth_operator::{config::Flags, run, server, telemetry};
 use tokio_util::sync::CancellationToken;
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -13,6 +13,14 @@ async fn main() -> ExitCode {
     if let Err(error) = telemetry::init(&flags.log_level, flags.log_format) {
         eprintln!("slack-oauth-operator: {error}");
         return ExitCode::FAILURE;
+    }
+    // The callback server sets its connection bound below this limit, so raise it first.
+    match server::raise_open_file_limit() {
+        Ok(open_files) => info!(open_files, "raised the open file limit"),
+        Err(err) => warn!(
+            error = &err as &dyn std::error::Error,
+            "failed to raise the open file limit"
+        ),
     }
     let config = match flags.validate() {
         Ok(config) => config,
@@ -27,12 +35,12 @@ async fn main() -> ExitCode {
     // One process-wide TLS provider for every client (kube and Slack).
     let _ = rustls::crypto::ring::default_provider().install_default();
 
-    let client = match kube::Client::try_default().await {
-        Ok(client) => client,
+    let kube_config = match kube::Config::infer().await {
+        Ok(kube_config) => kube_config,
         Err(err) => {
             error!(
                 error = &err as &dyn std::error::Error,
-                "failed to create a Kubernetes client"
+                "failed to find a Kubernetes configuration"
             );
             return ExitCode::FAILURE;
         }
@@ -43,7 +51,7 @@ async fn main() -> ExitCode {
     );
     let shutdown = CancellationToken::new();
     run::cancel_on_signal(shutdown.clone());
-    match run::run(client, config, shutdown).await {
+    match run::run(kube_config, config, shutdown).await {
         Ok(()) => {
             info!("stopped");
             ExitCode::SUCCESS

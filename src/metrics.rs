@@ -1,7 +1,7 @@
 //! Prometheus metrics, served by the admin server at `/metrics`. Labels are condition reasons
 //! and outcomes, never names of grants (unbounded) or secret values.
 
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 
 use prometheus_client::{
     encoding::{EncodeLabelSet, text::encode},
@@ -12,6 +12,48 @@ use prometheus_client::{
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct OutcomeLabels {
     pub outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ServerLabels {
+    /// `callback` or `admin`.
+    pub server: &'static str,
+}
+
+/// The connections of one HTTP server (see [`crate::server`]).
+#[derive(Clone, Debug, Default)]
+pub struct ConnectionMetrics {
+    /// Connections open now.
+    pub open: Gauge,
+    /// Idle connections closed to make room for a new one.
+    pub evicted: Counter,
+    /// New connections closed at once because every connection was serving a request.
+    pub refused: Counter,
+}
+
+/// Connection metrics, by server. Process-wide, unlike the others: the resource they watch (open
+/// sockets, file descriptors) is the process's, and the callback server is started without a
+/// [`Metrics`]. Every [`Metrics`] registry shows them.
+struct HttpConnections {
+    open: Family<ServerLabels, Gauge>,
+    evicted: Family<ServerLabels, Counter>,
+    refused: Family<ServerLabels, Counter>,
+}
+
+static HTTP_CONNECTIONS: LazyLock<HttpConnections> = LazyLock::new(|| HttpConnections {
+    open: Family::default(),
+    evicted: Family::default(),
+    refused: Family::default(),
+});
+
+/// The process-wide connection metrics of the server named `server` (`callback` or `admin`).
+pub fn connections(server: &'static str) -> ConnectionMetrics {
+    let labels = ServerLabels { server };
+    ConnectionMetrics {
+        open: HTTP_CONNECTIONS.open.get_or_create(&labels).clone(),
+        evicted: HTTP_CONNECTIONS.evicted.get_or_create(&labels).clone(),
+        refused: HTTP_CONNECTIONS.refused.get_or_create(&labels).clone(),
+    }
 }
 
 /// The operator's metrics.
@@ -46,6 +88,21 @@ impl Default for Metrics {
             "leader",
             "Whether this replica reconciles grants",
             leader.clone(),
+        );
+        registry.register(
+            "http_connections",
+            "Open HTTP connections, by server",
+            HTTP_CONNECTIONS.open.clone(),
+        );
+        registry.register(
+            "http_connections_evicted",
+            "Idle HTTP connections closed to make room for new ones, by server",
+            HTTP_CONNECTIONS.evicted.clone(),
+        );
+        registry.register(
+            "http_connections_refused",
+            "New HTTP connections closed at once because every connection was serving a request, by server",
+            HTTP_CONNECTIONS.refused.clone(),
         );
         Self {
             registry: Arc::new(registry),
@@ -100,5 +157,26 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("slack_oauth_operator_leader 1"), "{text}");
+    }
+
+    #[test]
+    fn connection_metrics_render_by_server() {
+        let metrics = Metrics::default();
+        let connections = connections("test");
+        connections.open.set(3);
+        connections.evicted.inc();
+        let text = metrics.render();
+        assert!(
+            text.contains("slack_oauth_operator_http_connections{server=\"test\"} 3"),
+            "{text}"
+        );
+        assert!(
+            text.contains("slack_oauth_operator_http_connections_evicted_total{server=\"test\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("slack_oauth_operator_http_connections_refused_total{server=\"test\"} 0"),
+            "{text}"
+        );
     }
 }

@@ -3,15 +3,21 @@
 
 use std::{io, sync::Arc, time::Duration};
 
-use kube::{Client, runtime::events::Recorder};
+use std::collections::BTreeMap;
+
+use k8s_openapi::{
+    ByteString, api::core::v1::Secret, apimachinery::pkg::apis::meta::v1::ObjectMeta,
+};
+use kube::{Api, Client, api::PostParams, runtime::events::Recorder};
 use kube_lease_manager::LeaseManagerBuilder;
-use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use rand::Rng;
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
+use tracing::{error, info, warn};
 
 use crate::{
     admin::{self, Readiness},
     api::FIELD_MANAGER,
-    callback::{self, Callback},
+    callback::{self, Callback, MAX_CUSTODIES, state::StateKey},
     config::Config,
     controller,
     metrics::Metrics,
@@ -20,6 +26,15 @@ use crate::{
 
 /// How long the controller and leader election get to stop once shutdown begins.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+/// The longest the process takes to stop: the controller's grace, then the callbacks in custody
+/// (an exchange in flight, storing its token, or revoking it: see `callback::flow`). The chart's
+/// `terminationGracePeriodSeconds` (75) is larger.
+pub const SHUTDOWN_BUDGET: Duration = Duration::from_secs(65);
+/// Connect, read and write timeouts of the callback's own Kubernetes client. The controller's
+/// client has no read timeout: its watches are long-lived.
+const CALLBACK_CLIENT_TIMEOUT: Duration = Duration::from_secs(10);
+/// The data key of the state key Secret.
+const STATE_KEY_DATA: &str = "stateKey";
 
 /// Errors that stop the operator from starting.
 #[derive(Debug, thiserror::Error)]
@@ -40,11 +55,32 @@ pub enum Error {
     SlackClient(#[source] reqwest::Error),
     #[error("failed to reach the Kubernetes API")]
     Kubernetes(#[source] kube::Error),
+    #[error("failed to load or create the state key Secret {namespace}/{name}")]
+    StateKey {
+        namespace: String,
+        name: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error(
+        "failed to use the state key Secret {namespace}/{name}: its {STATE_KEY_DATA} is not 32 bytes; delete it to have a new one made"
+    )]
+    StateKeyInvalid { namespace: String, name: String },
 }
 
 /// Runs until `shutdown` is cancelled, then drains callbacks in flight and stops.
-pub async fn run(client: Client, config: Config, shutdown: CancellationToken) -> Result<(), Error> {
+pub async fn run(
+    kube_config: kube::Config,
+    config: Config,
+    shutdown: CancellationToken,
+) -> Result<(), Error> {
     let config = Arc::new(config);
+    let client = Client::try_from(kube_config.clone()).map_err(Error::Kubernetes)?;
+    let mut callback_config = kube_config;
+    callback_config.connect_timeout = Some(CALLBACK_CLIENT_TIMEOUT);
+    callback_config.read_timeout = Some(CALLBACK_CLIENT_TIMEOUT);
+    callback_config.write_timeout = Some(CALLBACK_CLIENT_TIMEOUT);
+    let callback_client = Client::try_from(callback_config).map_err(Error::Kubernetes)?;
     let slack = SlackClient::new(config.slack_api_url.clone(), ClientOptions::default())
         .map_err(Error::SlackClient)?;
     let callback_listener = tokio::net::TcpListener::bind(config.callback_addr)
@@ -63,12 +99,18 @@ pub async fn run(client: Client, config: Config, shutdown: CancellationToken) ->
         .apiserver_version()
         .await
         .map_err(Error::Kubernetes)?;
+    let state_key = load_state_key(&client, &config.namespace, &config.state_key_secret).await?;
 
     let readiness = Readiness::default();
     let metrics = Metrics::default();
     let recorder = controller::recorder(client.clone());
+    let custody = TaskTracker::new();
     let callback = Arc::new(Callback {
-        client: client.clone(),
+        client: callback_client,
+        state_key: state_key.clone(),
+        instance: instance_id(),
+        slots: Arc::new(tokio::sync::Semaphore::new(MAX_CUSTODIES)),
+        custody: custody.clone(),
         slack: Arc::new(slack),
         config: config.clone(),
         recorder: recorder.clone(),
@@ -94,7 +136,14 @@ pub async fn run(client: Client, config: Config, shutdown: CancellationToken) ->
         callback::router(callback),
         shutdown.clone(),
     ));
-    let leading = reconcile_while_leading(client, config, recorder, metrics, shutdown.clone());
+    let leading = reconcile_while_leading(
+        client,
+        config,
+        state_key,
+        recorder,
+        metrics,
+        shutdown.clone(),
+    );
     tokio::pin!(leading);
     tokio::select! {
         () = &mut leading => {}
@@ -106,13 +155,21 @@ pub async fn run(client: Client, config: Config, shutdown: CancellationToken) ->
             }
         }
     }
-    // Callbacks in flight finish (storing their token, or revoking it) before the process exits.
+    // Callbacks in custody finish (storing their token, or revoking it) before the process
+    // exits, each within its own shutdown budget.
     shutdown.cancel();
     if let Err(error) = callbacks.await {
         warn!(
             error = &error as &dyn std::error::Error,
             "callback server task failed"
         );
+    }
+    custody.close();
+    if tokio::time::timeout(SHUTDOWN_BUDGET, custody.wait())
+        .await
+        .is_err()
+    {
+        error!("callbacks in custody did not finish within the shutdown budget");
     }
     match admin.await {
         Ok(Err(error)) => warn!(
@@ -134,13 +191,14 @@ pub async fn run(client: Client, config: Config, shutdown: CancellationToken) ->
 async fn reconcile_while_leading(
     client: Client,
     config: Arc<Config>,
+    state_key: StateKey,
     recorder: Recorder,
     metrics: Metrics,
     shutdown: CancellationToken,
 ) {
     let Some(election) = config.leader_election.clone() else {
         metrics.leader.set(1);
-        controller::run(client, config, recorder, metrics, shutdown).await;
+        controller::run(client, config, state_key, recorder, metrics, shutdown).await;
         return;
     };
     let duration = election.duration.as_secs().max(2);
@@ -185,6 +243,7 @@ async fn reconcile_while_leading(
         let controller = tokio::spawn(controller::run(
             client.clone(),
             config.clone(),
+            state_key.clone(),
             recorder.clone(),
             metrics.clone(),
             term.clone(),
@@ -216,6 +275,84 @@ async fn reconcile_while_leading(
             "failed to release the leader Lease"
         );
     }
+}
+
+/// This process, as named in the exchange records it leaves on grants: the pod (when known) and
+/// a random part, so that a restarted pod is a new holder.
+fn instance_id() -> String {
+    let mut bytes = [0u8; 6];
+    rand::rng().fill_bytes(&mut bytes);
+    let random: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    match std::env::var("POD_NAME") {
+        Ok(pod) if crate::callback::state::is_dns_subdomain(&pod) => format!("{pod}/{random}"),
+        _ => random,
+    }
+}
+
+/// The key states are signed with, shared by every replica through a Secret in the operator's
+/// namespace. The first replica to start creates it; a replica that loses that race reads the
+/// winner's.
+async fn load_state_key(client: &Client, namespace: &str, name: &str) -> Result<StateKey, Error> {
+    let secrets = Api::<Secret>::namespaced(client.clone(), namespace);
+    let failed = |source| Error::StateKey {
+        namespace: namespace.to_owned(),
+        name: name.to_owned(),
+        source,
+    };
+    for _ in 0..3 {
+        if let Some(secret) = secrets.get_opt(name).await.map_err(failed)? {
+            let bytes = secret
+                .data
+                .and_then(|mut d| d.remove(STATE_KEY_DATA))
+                .map(|b| b.0)
+                .unwrap_or_default();
+            return StateKey::from_bytes(&bytes).map_err(|_| Error::StateKeyInvalid {
+                namespace: namespace.to_owned(),
+                name: name.to_owned(),
+            });
+        }
+        let key = StateKey::generate();
+        let secret = Secret {
+            metadata: ObjectMeta {
+                name: Some(name.to_owned()),
+                namespace: Some(namespace.to_owned()),
+                labels: Some(BTreeMap::from([
+                    (
+                        "app.kubernetes.io/name".to_owned(),
+                        "slack-oauth-operator".to_owned(),
+                    ),
+                    (
+                        "app.kubernetes.io/component".to_owned(),
+                        "state-key".to_owned(),
+                    ),
+                ])),
+                ..ObjectMeta::default()
+            },
+            type_: Some("Opaque".to_owned()),
+            data: Some(BTreeMap::from([(
+                STATE_KEY_DATA.to_owned(),
+                ByteString(key.to_bytes()),
+            )])),
+            ..Secret::default()
+        };
+        let params = PostParams {
+            field_manager: Some(FIELD_MANAGER.to_owned()),
+            ..PostParams::default()
+        };
+        match secrets.create(&params, &secret).await {
+            Ok(_) => {
+                info!(namespace, name, "created the state key Secret");
+                return Ok(key);
+            }
+            // Another replica created it first: read theirs.
+            Err(kube::Error::Api(status)) if status.code == 409 => {}
+            Err(error) => return Err(failed(error)),
+        }
+    }
+    Err(Error::StateKeyInvalid {
+        namespace: namespace.to_owned(),
+        name: name.to_owned(),
+    })
 }
 
 /// Cancels `shutdown` on SIGTERM or Ctrl-C.

@@ -1,14 +1,15 @@
 //! The public callback server: `GET /oauth/callback` and nothing else.
 //!
 //! [`router`] builds the service so tests can drive it without a socket; [`serve`] puts it on a
-//! listener with header-read timeouts, bounded request sizes and a bounded number of concurrent
-//! requests.
+//! listener with header-read timeouts, bounded request sizes and a bounded number of connections.
+//! Each accepted callback runs as a custody task of its own (see `flow.rs`), at most
+//! [`MAX_CUSTODIES`] at once; beyond that callbacks are shed with a 503 at once, never queued.
 
-mod flow;
+pub mod flow;
 pub mod pages;
 pub mod state;
 
-use std::{sync::Arc, time::Duration};
+use std::sync::Arc;
 
 use axum::{
     Router,
@@ -17,30 +18,34 @@ use axum::{
     response::{IntoResponse, Response},
     routing::get,
 };
-use hyper_util::{
-    rt::{TokioExecutor, TokioIo, TokioTimer},
-    server::conn::auto,
-    service::TowerToHyperService,
-};
 use kube::{Client, runtime::events::Recorder};
 use tokio::net::TcpListener;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tower_http::limit::RequestBodyLimitLayer;
-use tracing::{debug, info, warn};
+use tracing::info;
 
 use self::pages::Page;
-use crate::{config::Config, metrics::Metrics, slack::SlackApi};
+use crate::{
+    config::Config,
+    metrics::Metrics,
+    server::{self, Limits},
+    slack::SlackApi,
+};
 
-/// The longest request line plus headers accepted, in bytes.
-const MAX_HEADER_BYTES: usize = 16 * 1024;
-/// How long a client may take to send its request headers.
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
-/// Requests served at once; more wait for a slot.
-const MAX_CONCURRENT_REQUESTS: usize = 64;
+/// Callbacks in custody at once (each holds at most one code or token).
+pub const MAX_CUSTODIES: usize = 64;
 
 /// What the callback handler needs.
 pub struct Callback<S> {
+    /// A client of the callback's own, with connect, read and write timeouts.
     pub client: Client,
+    pub state_key: state::StateKey,
+    /// Who this process is, in the exchange records it leaves on grants.
+    pub instance: String,
+    /// Bounds the custody tasks.
+    pub slots: Arc<tokio::sync::Semaphore>,
+    /// Every custody task, so that shutdown waits for them.
+    pub custody: TaskTracker,
     pub slack: Arc<S>,
     pub config: Arc<Config>,
     pub recorder: Recorder,
@@ -56,9 +61,6 @@ pub fn router<S: SlackApi>(callback: Arc<Callback<S>>) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(RequestBodyLimitLayer::new(1024))
-        .layer(tower::limit::ConcurrencyLimitLayer::new(
-            MAX_CONCURRENT_REQUESTS,
-        ))
         .with_state(callback)
 }
 
@@ -91,47 +93,18 @@ async fn method_not_allowed() -> Page {
 
 /// Serves `router` on `listener` until `shutdown`, then lets requests in flight finish.
 pub async fn serve(listener: TcpListener, router: Router, shutdown: CancellationToken) {
-    let connections = TaskTracker::new();
-    loop {
-        let (stream, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(error) => {
-                    warn!(error = &error as &dyn std::error::Error, "failed to accept a connection");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            },
-            () = shutdown.cancelled() => break,
-        };
-        let service = TowerToHyperService::new(router.clone());
-        let shutdown = shutdown.clone();
-        connections.spawn(async move {
-            let mut builder = auto::Builder::new(TokioExecutor::new());
-            builder
-                .http1()
-                .timer(TokioTimer::new())
-                .header_read_timeout(HEADER_READ_TIMEOUT)
-                .max_buf_size(MAX_HEADER_BYTES);
-            builder
-                .http2()
-                .max_header_list_size(MAX_HEADER_BYTES as u32);
-            let connection = builder.serve_connection(TokioIo::new(stream), service);
-            let mut connection = std::pin::pin!(connection);
-            tokio::select! {
-                result = connection.as_mut() => {
-                    if let Err(error) = result {
-                        debug!(%peer, error = %error, "connection ended with an error");
-                    }
-                }
-                () = shutdown.cancelled() => {
-                    connection.as_mut().graceful_shutdown();
-                    let _ = connection.await;
-                }
-            }
-        });
-    }
-    connections.close();
-    connections.wait().await;
+    let limits = Limits::CALLBACK.within_open_file_limit(server::open_file_limit());
+    info!(
+        max_connections = limits.max_connections,
+        "callback server connection limit"
+    );
+    server::serve(
+        listener,
+        router,
+        limits,
+        crate::metrics::connections("callback"),
+        shutdown,
+    )
+    .await;
     info!("callback server stopped");
 }

@@ -110,6 +110,10 @@ impl IntoResponse for Page {
             HeaderValue::from_static("text/html; charset=utf-8"),
         );
         headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        // Busy or briefly unavailable: a browser or proxy may try again shortly.
+        if self.status == StatusCode::SERVICE_UNAVAILABLE {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+        }
         headers.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
         headers.insert(
             header::REFERRER_POLICY,

@@ -1,23 +1,33 @@
-//! The OAuth `state` parameter: what it carries, how it is encoded, and how a callback's state is
-//! checked against the grant it names. No I/O.
+//! The OAuth `state` parameter: what it carries, how it is signed and encoded, and how a
+//! callback's state is checked against the grant it names. No I/O.
 //!
 //! A state names its grant (namespace, name, UID, generation), carries its expiry and 256 random
-//! bits. It is published only inside `status.authorizationURL`, and a callback is accepted only
-//! when its state is, byte for byte, the one in the grant's current URL. That makes it
-//! unguessable (the random part), bound to one grant generation (UID and generation are checked),
-//! verifiable by any replica before and after a restart (the grant's status lives in etcd, not in
-//! memory), and single-use (the callback server removes the URL from the status, with a JSON
-//! patch `test` of the URL, before it exchanges the code; a second use finds no URL).
+//! bits, and is signed: `s2.<payload>.<mac>`, where `mac` is an HMAC-SHA256 over `s2.<payload>`
+//! with the operator's [`StateKey`]. So:
+//! - a forged state is refused by [`StateKey::verify`] before anything in it is used: no API
+//!   call, no log field, no page text comes from a state the operator did not sign;
+//! - a genuine state is bound to one grant generation (UID and generation are checked);
+//! - it is valid only while it is, byte for byte, the state in the grant's current
+//!   `status.authorizationURL`, so it works on any replica and across restarts, and once: the
+//!   callback server removes the URL from the status (a JSON patch guarded by the grant's
+//!   resourceVersion) before it exchanges the code.
+
+use std::fmt;
 
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
+use hmac::{Hmac, KeyInit, Mac};
 use rand::Rng;
 use serde::{Deserialize, Serialize};
+use sha2::Sha256;
 use subtle::ConstantTimeEq;
 
 /// The longest state accepted; anything longer is malformed without further parsing.
 pub const MAX_STATE_LEN: usize = 1024;
-const VERSION_PREFIX: &str = "s1.";
+const VERSION_PREFIX: &str = "s2.";
 const NONCE_BYTES: usize = 32;
+const MAC_BYTES: usize = 32;
+/// Length of a [`StateKey`], in bytes.
+pub const KEY_BYTES: usize = 32;
 
 /// The decoded `state`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -44,7 +54,7 @@ pub enum DecodeError {
     Malformed,
 }
 
-/// Why a well-formed state does not authorize a callback for the grant it names.
+/// Why a genuine state does not authorize a callback for the grant it names.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Mismatch {
     /// The named grant was deleted (and perhaps recreated under the same name).
@@ -53,8 +63,123 @@ pub enum Mismatch {
     OlderGeneration,
     /// The link's time is up.
     Expired,
-    /// Not the grant's current link: already used, replaced, or forged.
+    /// Not the grant's current link: already used, or replaced.
     NotCurrent,
+}
+
+/// The key states are signed with. Its bytes never leave it: no `Debug`, no `Display`.
+#[derive(Clone)]
+pub struct StateKey {
+    key: [u8; KEY_BYTES],
+}
+
+impl fmt::Debug for StateKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("StateKey(..)")
+    }
+}
+
+/// A key of the wrong length.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("failed to use the state key: it must be exactly {KEY_BYTES} bytes")]
+pub struct InvalidKey;
+
+impl StateKey {
+    /// A fresh random key.
+    pub fn generate() -> Self {
+        let mut key = [0u8; KEY_BYTES];
+        rand::rng().fill_bytes(&mut key);
+        Self { key }
+    }
+
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, InvalidKey> {
+        let key = bytes.try_into().map_err(|_| InvalidKey)?;
+        Ok(Self { key })
+    }
+
+    /// The key's bytes, to store it.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        self.key.to_vec()
+    }
+
+    fn mac(&self) -> Hmac<Sha256> {
+        // HMAC takes keys of any length, so this cannot fail.
+        <Hmac<Sha256> as KeyInit>::new_from_slice(&self.key)
+            .unwrap_or_else(|_| unreachable!("HMAC accepts any key length"))
+    }
+
+    /// The URL-safe string sent to Slack as `state`.
+    pub fn sign(&self, state: &AuthorizationState) -> String {
+        // Serializing a struct of strings and integers cannot fail.
+        let json = serde_json::to_vec(state).unwrap_or_default();
+        let signed = format!("{VERSION_PREFIX}{}", URL_SAFE_NO_PAD.encode(json));
+        let mut mac = self.mac();
+        mac.update(signed.as_bytes());
+        let tag = mac.finalize().into_bytes();
+        format!("{signed}.{}", URL_SAFE_NO_PAD.encode(tag))
+    }
+
+    /// Parses a `state` from a callback, refusing anything this key did not sign, and anything
+    /// whose names could not be a Kubernetes namespace and object name.
+    pub fn verify(&self, raw: &str) -> Result<AuthorizationState, DecodeError> {
+        let (signed, tag) = split(raw)?;
+        let tag = URL_SAFE_NO_PAD
+            .decode(tag)
+            .map_err(|_| DecodeError::Malformed)?;
+        if tag.len() != MAC_BYTES {
+            return Err(DecodeError::Malformed);
+        }
+        let mut mac = self.mac();
+        mac.update(signed.as_bytes());
+        mac.verify_slice(&tag).map_err(|_| DecodeError::Malformed)?;
+        decode_payload(signed)
+    }
+}
+
+/// `(s2.<payload>, <mac>)`, checking only the shape.
+fn split(raw: &str) -> Result<(&str, &str), DecodeError> {
+    if raw.len() > MAX_STATE_LEN || !raw.starts_with(VERSION_PREFIX) {
+        return Err(DecodeError::Malformed);
+    }
+    let (signed, tag) = raw.rsplit_once('.').ok_or(DecodeError::Malformed)?;
+    if signed.len() <= VERSION_PREFIX.len() {
+        return Err(DecodeError::Malformed);
+    }
+    Ok((signed, tag))
+}
+
+fn decode_payload(signed: &str) -> Result<AuthorizationState, DecodeError> {
+    let body = signed
+        .strip_prefix(VERSION_PREFIX)
+        .ok_or(DecodeError::Malformed)?;
+    let json = URL_SAFE_NO_PAD
+        .decode(body)
+        .map_err(|_| DecodeError::Malformed)?;
+    let state: AuthorizationState =
+        serde_json::from_slice(&json).map_err(|_| DecodeError::Malformed)?;
+    let nonce_ok = URL_SAFE_NO_PAD
+        .decode(&state.nonce)
+        .is_ok_and(|n| n.len() == NONCE_BYTES);
+    if !nonce_ok || !is_dns_label(&state.namespace) || !is_dns_subdomain(&state.name) {
+        return Err(DecodeError::Malformed);
+    }
+    Ok(state)
+}
+
+/// An RFC 1123 label, as Kubernetes namespace names are.
+pub fn is_dns_label(value: &str) -> bool {
+    !value.is_empty()
+        && value.len() <= 63
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !value.starts_with('-')
+        && !value.ends_with('-')
+}
+
+/// An RFC 1123 subdomain, as the names of most Kubernetes objects (and of grants) are.
+pub fn is_dns_subdomain(value: &str) -> bool {
+    value.len() <= 253 && value.split('.').all(is_dns_label)
 }
 
 impl AuthorizationState {
@@ -72,35 +197,15 @@ impl AuthorizationState {
         }
     }
 
-    /// The URL-safe string sent to Slack as `state`.
-    pub fn encode(&self) -> String {
-        // Serializing a struct of strings and integers cannot fail.
-        let json = serde_json::to_vec(self).unwrap_or_default();
-        format!("{VERSION_PREFIX}{}", URL_SAFE_NO_PAD.encode(json))
+    /// Reads a state the operator itself published in a grant's status, without checking its
+    /// signature. Only for the controller's own output; a callback's state goes through
+    /// [`StateKey::verify`].
+    pub fn read_published(raw: &str) -> Result<Self, DecodeError> {
+        let (signed, _) = split(raw)?;
+        decode_payload(signed)
     }
 
-    /// Parses a `state` from a callback.
-    pub fn decode(raw: &str) -> Result<Self, DecodeError> {
-        if raw.len() > MAX_STATE_LEN {
-            return Err(DecodeError::Malformed);
-        }
-        let body = raw
-            .strip_prefix(VERSION_PREFIX)
-            .ok_or(DecodeError::Malformed)?;
-        let json = URL_SAFE_NO_PAD
-            .decode(body)
-            .map_err(|_| DecodeError::Malformed)?;
-        let state: Self = serde_json::from_slice(&json).map_err(|_| DecodeError::Malformed)?;
-        let nonce_ok = URL_SAFE_NO_PAD
-            .decode(&state.nonce)
-            .is_ok_and(|n| n.len() == NONCE_BYTES);
-        if !nonce_ok || state.namespace.is_empty() || state.name.is_empty() {
-            return Err(DecodeError::Malformed);
-        }
-        Ok(state)
-    }
-
-    /// Checks this state against what the grant it names looks like now.
+    /// Checks this (genuine) state against what the grant it names looks like now.
     ///
     /// `current_state` is the `state` inside the grant's published `status.authorizationURL`, if
     /// any. The comparison is constant-time so response timing reveals nothing about it.
@@ -112,6 +217,9 @@ impl AuthorizationState {
         current_state: Option<&str>,
         now: i64,
     ) -> Result<(), Mismatch> {
+        if now >= self.expires_at {
+            return Err(Mismatch::Expired);
+        }
         if self.uid != grant_uid {
             return Err(Mismatch::GrantGone);
         }
@@ -120,9 +228,6 @@ impl AuthorizationState {
         }
         let is_current = current_state
             .is_some_and(|current| bool::from(current.as_bytes().ct_eq(raw.as_bytes())));
-        if now >= self.expires_at {
-            return Err(Mismatch::Expired);
-        }
         if !is_current {
             return Err(Mismatch::NotCurrent);
         }
@@ -139,16 +244,47 @@ mod tests {
     }
 
     #[test]
-    fn state_round_trips_through_its_encoding() {
+    fn state_round_trips_through_its_signed_encoding() {
+        let key = StateKey::generate();
         let issued = state();
-        let raw = issued.encode();
+        let raw = key.sign(&issued);
         assert!(raw.len() < MAX_STATE_LEN);
         assert!(
             raw.chars()
                 .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)),
             "URL-safe: {raw}"
         );
-        assert_eq!(AuthorizationState::decode(&raw), Ok(issued));
+        assert_eq!(key.verify(&raw), Ok(issued.clone()));
+        assert_eq!(AuthorizationState::read_published(&raw), Ok(issued));
+    }
+
+    #[test]
+    fn a_state_signed_with_another_key_is_refused() {
+        let raw = StateKey::generate().sign(&state());
+        assert_eq!(
+            StateKey::generate().verify(&raw),
+            Err(DecodeError::Malformed)
+        );
+    }
+
+    #[test]
+    fn a_tampered_state_is_refused() {
+        let key = StateKey::generate();
+        let raw = key.sign(&state());
+        let (signed, tag) = raw.rsplit_once('.').expect("shape");
+        let mut other = state();
+        other.name = "other".into();
+        let forged_payload = key.sign(&other);
+        let (forged_signed, _) = forged_payload.rsplit_once('.').expect("shape");
+        assert_eq!(
+            key.verify(&format!("{forged_signed}.{tag}")),
+            Err(DecodeError::Malformed)
+        );
+        assert_eq!(key.verify(signed), Err(DecodeError::Malformed));
+        assert_eq!(
+            key.verify(&format!("{signed}.")),
+            Err(DecodeError::Malformed)
+        );
     }
 
     #[test]
@@ -161,41 +297,65 @@ mod tests {
 
     #[test]
     fn malformed_states_are_refused() {
-        let too_long = "s1.".to_owned() + &"A".repeat(MAX_STATE_LEN);
+        let key = StateKey::generate();
+        let too_long = "s2.".to_owned() + &"A".repeat(MAX_STATE_LEN);
         for raw in [
             "",
-            "s1.",
-            "s2.abc",
+            "s2.",
+            "s2..",
+            "s1.abc",
             "not-a-state",
-            "s1.!!!!",
-            "s1.e30",
+            "s2.!!!!.!!!!",
+            "s2.e30.AAAA",
             too_long.as_str(),
         ] {
-            assert_eq!(
-                AuthorizationState::decode(raw),
-                Err(DecodeError::Malformed),
-                "{raw}"
-            );
+            assert_eq!(key.verify(raw), Err(DecodeError::Malformed), "{raw}");
         }
         let mut short_nonce = state();
         short_nonce.nonce = URL_SAFE_NO_PAD.encode([0u8; 8]);
         assert_eq!(
-            AuthorizationState::decode(&short_nonce.encode()),
+            key.verify(&key.sign(&short_nonce)),
             Err(DecodeError::Malformed)
         );
     }
 
     #[test]
+    fn signed_states_naming_no_valid_object_are_refused() {
+        let key = StateKey::generate();
+        for (namespace, name) in [
+            ("pf", "?watch=true&timeoutSeconds=3600"),
+            ("pf", "?limit=500"),
+            ("pf", "a/b"),
+            ("pf", "../secrets"),
+            ("pf/..", "scim"),
+            ("PF", "scim"),
+            ("", "scim"),
+            ("pf", ""),
+            ("pf", "x\r\ny"),
+        ] {
+            let state = AuthorizationState::issue(namespace, name, "u", 1, 1);
+            assert_eq!(
+                key.verify(&key.sign(&state)),
+                Err(DecodeError::Malformed),
+                "{namespace}/{name}"
+            );
+        }
+        let long_name = "a".repeat(63) + "." + &"b".repeat(63);
+        let state = AuthorizationState::issue("pf", &long_name, "u", 1, 1);
+        assert!(key.verify(&key.sign(&state)).is_ok());
+    }
+
+    #[test]
     fn current_state_for_the_same_grant_and_generation_is_accepted() {
         let issued = state();
-        let raw = issued.encode();
+        let raw = StateKey::generate().sign(&issued);
         assert_eq!(issued.check(&raw, "uid-1", 3, Some(&raw), 999), Ok(()));
     }
 
     #[test]
     fn state_of_a_deleted_grant_is_refused() {
         let issued = state();
-        let raw = issued.encode();
+        let raw = StateKey::generate().sign(&issued);
         assert_eq!(
             issued.check(&raw, "uid-2", 3, Some(&raw), 0),
             Err(Mismatch::GrantGone)
@@ -205,7 +365,7 @@ mod tests {
     #[test]
     fn state_of_an_older_generation_is_refused() {
         let issued = state();
-        let raw = issued.encode();
+        let raw = StateKey::generate().sign(&issued);
         assert_eq!(
             issued.check(&raw, "uid-1", 4, Some(&raw), 0),
             Err(Mismatch::OlderGeneration)
@@ -215,7 +375,7 @@ mod tests {
     #[test]
     fn expired_state_is_refused() {
         let issued = state();
-        let raw = issued.encode();
+        let raw = StateKey::generate().sign(&issued);
         assert_eq!(
             issued.check(&raw, "uid-1", 3, Some(&raw), 1_000),
             Err(Mismatch::Expired)
@@ -223,14 +383,15 @@ mod tests {
     }
 
     #[test]
-    fn used_or_forged_state_is_refused() {
+    fn used_or_replaced_state_is_refused() {
+        let key = StateKey::generate();
         let issued = state();
-        let raw = issued.encode();
+        let raw = key.sign(&issued);
         assert_eq!(
             issued.check(&raw, "uid-1", 3, None, 0),
             Err(Mismatch::NotCurrent)
         );
-        let other = state().encode();
+        let other = key.sign(&state());
         assert_eq!(
             issued.check(&raw, "uid-1", 3, Some(&other), 0),
             Err(Mismatch::NotCurrent)

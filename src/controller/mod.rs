@@ -1,12 +1,12 @@
 //! The grant controller: observe (read the grant's Secrets), plan (pure, in `plan`), apply (write
 //! the status if it changed, publish Events).
 //!
-//! It writes grant status and Events only. The token Secret is written by the callback server,
-//! and the controller learns about it through a watch on Secrets carrying our managed-by label,
-//! so it never caches other Secrets.
+//! It writes grant status and Events only. The token Secret is written by the callback server.
+//! The controller watches only label-selected Secrets (docs/security.md): those carrying our
+//! managed-by label, and those shared with grants. So it never caches other Secrets, and the
+//! number of its watches does not depend on the number of grants.
 
 mod plan;
-mod waiters;
 
 use std::{sync::Arc, time::Duration};
 
@@ -16,25 +16,24 @@ use kube::{
     Api, Client, Resource, ResourceExt,
     api::PostParams,
     runtime::{
-        Controller,
+        Controller, WatchStreamExt,
         controller::Action,
         events::{Event, EventType, Recorder, Reporter},
+        reflector::{self, ObjectRef, Store},
         watcher,
     },
 };
-use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, instrument, warn};
 
 pub use self::plan::{
-    ClientSecret, EXCHANGE_GRACE, Inputs, Plan, PlannedEvent, TokenSecret, WaitFor, plan,
+    ClientSecret, EXCHANGE_ORPHANED_AFTER, EXCHANGE_RENEW_EVERY, Inputs, Plan, PlannedEvent,
+    TokenSecret, plan,
 };
-use self::waiters::Waiters;
 use crate::{
     api::{MANAGED_BY, SlackOAuthGrant, labels},
-    authorization::{self, manages, read_secret_record},
-    callback::state::AuthorizationState,
+    authorization::{self, manages, read_secret_record, shared_with},
+    callback::state::{AuthorizationState, StateKey},
     config::Config,
     metrics::Metrics,
 };
@@ -64,6 +63,8 @@ pub enum Error {
     },
     #[error("failed to write the grant's status")]
     WriteStatus(#[source] kube::Error),
+    #[error("failed to list the Secrets shared with grants")]
+    SharedSecretsUnavailable,
 }
 
 /// What every reconcile shares.
@@ -72,7 +73,9 @@ pub struct Context {
     pub metrics: Metrics,
     pub config: Arc<Config>,
     pub recorder: Recorder,
-    waiters: Waiters,
+    pub state_key: StateKey,
+    /// Secrets labelled as shared with grants, in the namespace(s) this controller watches.
+    shared_secrets: Store<Secret>,
 }
 
 /// Runs the controller until `shutdown` is cancelled: one for all namespaces, or one per
@@ -80,18 +83,29 @@ pub struct Context {
 pub async fn run(
     client: Client,
     config: Arc<Config>,
+    state_key: StateKey,
     recorder: Recorder,
     metrics: Metrics,
     shutdown: CancellationToken,
 ) {
     if config.watch_namespaces.is_empty() {
-        run_in(client.clone(), None, config, recorder, metrics, shutdown).await;
+        run_in(
+            client.clone(),
+            None,
+            config,
+            state_key,
+            recorder,
+            metrics,
+            shutdown,
+        )
+        .await;
     } else {
         let controllers = config.watch_namespaces.iter().map(|namespace| {
             run_in(
                 client.clone(),
                 Some(namespace),
                 config.clone(),
+                state_key.clone(),
                 recorder.clone(),
                 metrics.clone(),
                 shutdown.clone(),
@@ -105,6 +119,7 @@ async fn run_in(
     client: Client,
     namespace: Option<&str>,
     config: Arc<Config>,
+    state_key: StateKey,
     recorder: Recorder,
     metrics: Metrics,
     shutdown: CancellationToken,
@@ -119,20 +134,42 @@ async fn run_in(
             Api::<Secret>::all(client.clone()),
         ),
     };
-    let (trigger, triggered) = mpsc::channel(1024);
+    let (shared_secrets, shared_writer) = reflector::store();
+    let shared = reflector::reflector(
+        shared_writer,
+        watcher(
+            secrets.clone(),
+            watcher::Config::default().labels(&format!("{}=true", labels::SHARED_WITH_GRANTS)),
+        )
+        .backoff(WatchBackoff::default()),
+    )
+    .applied_objects();
+    let controller = Controller::new(grants, watcher::Config::default().any_semantic());
+    let grant_store = controller.store();
     let context = Arc::new(Context {
         recorder,
-        waiters: Waiters::new(client.clone(), trigger),
         client,
         config,
         metrics,
+        state_key,
+        shared_secrets,
     });
     let managed =
         watcher::Config::default().labels(&format!("{}={MANAGED_BY}", labels::MANAGED_BY));
     info!(namespace = namespace.unwrap_or("*"), "reconciling grants");
-    Controller::new(grants, watcher::Config::default().any_semantic())
-        .owns(secrets, managed)
-        .reconcile_on(ReceiverStream::new(triggered))
+    let by_token_secret = grant_store.clone();
+    controller
+        // A token Secret wakes its owner, and any other grant naming it (which then sees a
+        // conflict instead of keeping a link that can only fail).
+        .watches(secrets, managed, move |secret| {
+            grants_naming(&by_token_secret, &secret, |grant| &grant.spec.secret.name)
+        })
+        // A shared Secret wakes the grants that use it as their client Secret.
+        .watches_stream(shared, move |secret| {
+            grants_naming(&grant_store, &secret, |grant| {
+                &grant.spec.client_secret_ref.name
+            })
+        })
         .trigger_backoff(WatchBackoff::default())
         .graceful_shutdown_on(async move { shutdown.cancelled().await })
         .run(reconcile, error_policy, context.clone())
@@ -145,17 +182,46 @@ async fn run_in(
         .await;
 }
 
+/// The grants in `secret`'s namespace whose `field` names it.
+fn grants_naming(
+    grants: &Store<SlackOAuthGrant>,
+    secret: &Secret,
+    field: impl Fn(&SlackOAuthGrant) -> &String,
+) -> Vec<ObjectRef<SlackOAuthGrant>> {
+    let namespace = secret.namespace();
+    let name = secret.name_any();
+    grants
+        .state()
+        .iter()
+        .filter(|grant| grant.namespace() == namespace && *field(grant) == name)
+        .map(|grant| ObjectRef::from(grant.as_ref()))
+        .collect()
+}
+
 #[instrument(skip_all, fields(namespace = grant.namespace().as_deref().unwrap_or(""), grant = %grant.name_any()))]
 async fn reconcile(grant: Arc<SlackOAuthGrant>, context: Arc<Context>) -> Result<Action, Error> {
     let namespace = grant.namespace().ok_or(Error::MissingNamespace)?;
     let secrets = Api::<Secret>::namespaced(context.client.clone(), &namespace);
 
-    // Observe.
-    let app_secret = get_secret(&secrets, &grant.spec.client_secret_ref.name).await?;
+    // Observe. The client Secret comes from the cache of shared Secrets: one that is not
+    // shared with this grant is as good as missing.
+    context
+        .shared_secrets
+        .wait_until_ready()
+        .await
+        .map_err(|_| Error::SharedSecretsUnavailable)?;
+    let app_secret = context
+        .shared_secrets
+        .get(&ObjectRef::new(&grant.spec.client_secret_ref.name).within(&namespace));
     let client_secret = match &app_secret {
-        None => ClientSecret::SecretMissing,
-        Some(secret) if has_key(secret, &grant.spec.client_secret_ref.key) => ClientSecret::Present,
-        Some(_) => ClientSecret::KeyMissing,
+        Some(secret) if shared_with(secret, &grant.name_any()) => {
+            if has_key(secret, &grant.spec.client_secret_ref.key) {
+                ClientSecret::Present
+            } else {
+                ClientSecret::KeyMissing
+            }
+        }
+        _ => ClientSecret::SecretMissing,
     };
     let existing = get_secret(&secrets, &grant.spec.secret.name).await?;
     let token_secret = match &existing {
@@ -186,7 +252,7 @@ async fn reconcile(grant: Arc<SlackOAuthGrant>, context: Arc<Context>) -> Result
             &config.authorize_url,
             &config.redirect_uri,
             &grant.spec,
-            &state.encode(),
+            &context.state_key.sign(&state),
         );
         (url.to_string(), expires_at)
     };
@@ -195,6 +261,7 @@ async fn reconcile(grant: Arc<SlackOAuthGrant>, context: Arc<Context>) -> Result
         client_secret,
         token_secret,
         now,
+        require_team_id: config.require_team_id,
         fresh_link: &fresh_link,
     });
 
@@ -213,16 +280,6 @@ async fn reconcile(grant: Arc<SlackOAuthGrant>, context: Arc<Context>) -> Result
     }
     for event in &plan.events {
         publish(&context.recorder, &grant, event).await;
-    }
-    if let Some(WaitFor::SecretChange(name)) = &plan.wait_for {
-        let observed = [&app_secret, &existing]
-            .into_iter()
-            .flatten()
-            .find(|s| s.name_any() == *name)
-            .and_then(|s| s.resource_version());
-        context
-            .waiters
-            .wait_for_secret(&namespace, name, observed, &grant);
     }
     Ok(match plan.requeue_after {
         Some(after) => Action::requeue(after),

@@ -15,15 +15,23 @@ use crate::{
     callback::state::AuthorizationState,
 };
 
-/// How long after a callback claimed a link the controller waits for its outcome before it
-/// publishes a new link: the code's 10-minute lifetime plus a margin.
-pub const EXCHANGE_GRACE: Duration = Duration::from_secs(12 * 60);
+/// How long an exchange in flight may go without its holder renewing it (it renews every
+/// [`EXCHANGE_RENEW_EVERY`]) before the controller decides the holder stopped: the operator was
+/// killed between claiming a link and storing or revoking its token.
+pub const EXCHANGE_ORPHANED_AFTER: Duration = Duration::from_secs(30);
+/// How often the callback renews `status.exchange` while it works.
+pub const EXCHANGE_RENEW_EVERY: Duration = Duration::from_secs(10);
+/// How often a grant whose Secret name is taken by someone else looks again. Foreign Secrets are
+/// not watched (docs/security.md), so this is a poll, of one GET.
+pub const CONFLICT_RECHECK: Duration = Duration::from_secs(60);
 
 /// The Secret holding the Slack app's Client Secret, as observed.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ClientSecret {
     Present,
+    /// Missing, or not shared with this grant: the two look the same to the grant's author.
     SecretMissing,
+    /// Shared with the grant, without the key.
     KeyMissing,
 }
 
@@ -47,6 +55,8 @@ pub struct Inputs<'a> {
     pub client_secret: ClientSecret,
     pub token_secret: TokenSecret,
     pub now: Timestamp,
+    /// `--require-team-id`.
+    pub require_team_id: bool,
     /// Used only when a new link is needed: the fresh link and when it expires.
     pub fresh_link: &'a dyn Fn() -> (String, Timestamp),
 }
@@ -59,20 +69,12 @@ pub struct PlannedEvent {
     pub note: String,
 }
 
-/// What should be waited for before the grant can progress, besides its own changes.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum WaitFor {
-    /// Until a Secret with this name exists (or gains the key).
-    SecretChange(String),
-}
-
 /// The outcome of planning.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Plan {
     pub status: SlackOAuthGrantStatus,
     pub events: Vec<PlannedEvent>,
     pub requeue_after: Option<Duration>,
-    pub wait_for: Option<WaitFor>,
 }
 
 /// Reasons the callback server records after a failed attempt; the controller keeps them, with
@@ -90,6 +92,7 @@ const CALLBACK_FAILURES: &[&str] = &[
     reasons::WRONG_INSTALLATION,
     reasons::MISSING_SCOPE,
     reasons::SECRET_CONFLICT,
+    reasons::EXCHANGE_INTERRUPTED,
 ];
 
 pub fn plan(inputs: &Inputs<'_>) -> Plan {
@@ -111,13 +114,28 @@ pub fn plan(inputs: &Inputs<'_>) -> Plan {
     };
     let mut events = Vec::new();
     let mut requeue_after = None;
-    let mut wait_for = None;
+    let exchange = current.exchange.as_ref().filter(|e| {
+        ready.is_some_and(|c| {
+            c.reason == reasons::EXCHANGING && c.observed_generation == Some(generation)
+        }) && inputs.now < e.renewed_at.0 + signed(EXCHANGE_ORPHANED_AFTER)
+    });
+    // Claimed, and its holder stopped renewing it without storing or revoking a token.
+    let interrupted = exchange.is_none()
+        && (current.exchange.is_some() || ready.is_some_and(|c| c.reason == reasons::EXCHANGING));
 
     let outcome: (bool, &'static str, String) = match (&inputs.token_secret, &inputs.client_secret)
     {
+        _ if inputs.require_team_id && spec.team_id.is_none() => {
+            status.phase = Some(Phase::Failed);
+            (
+                false,
+                reasons::TEAM_ID_REQUIRED,
+                "This operator requires spec.teamID, the Slack workspace (T...) or Enterprise Grid organization (E...) that must approve: set it to get an authorization link.".to_owned(),
+            )
+        }
         (TokenSecret::Foreign, _) => {
             status.phase = Some(Phase::Failed);
-            wait_for = Some(WaitFor::SecretChange(spec.secret.name.clone()));
+            requeue_after = Some(CONFLICT_RECHECK);
             (
                 false,
                 reasons::SECRET_CONFLICT,
@@ -153,34 +171,15 @@ pub fn plan(inputs: &Inputs<'_>) -> Plan {
         }
         (_, ClientSecret::SecretMissing | ClientSecret::KeyMissing) => {
             status.phase = Some(Phase::Failed);
-            wait_for = Some(WaitFor::SecretChange(spec.client_secret_ref.name.clone()));
-            let what = if inputs.client_secret == ClientSecret::SecretMissing {
-                format!(
-                    "Secret {namespace}/{} does not exist",
-                    spec.client_secret_ref.name
-                )
-            } else {
-                format!(
-                    "Secret {namespace}/{} has no key {}",
-                    spec.client_secret_ref.name, spec.client_secret_ref.key
-                )
-            };
             (
                 false,
                 reasons::CLIENT_SECRET_MISSING,
-                format!(
-                    "{what}. Create it with the Slack app's Client Secret under key {}; the authorization link is published as soon as it exists.",
-                    spec.client_secret_ref.key
-                ),
+                client_secret_missing(&namespace, grant, &inputs.client_secret),
             )
         }
         _ => {
             status.phase = Some(Phase::AwaitingAuthorization);
-            let exchange_pending = ready.is_some_and(|c| {
-                c.reason == reasons::EXCHANGING
-                    && c.observed_generation == Some(generation)
-                    && inputs.now < c.last_transition_time.0 + signed(EXCHANGE_GRACE)
-            });
+            let exchange_pending = exchange.is_some();
             match usable_link(&current, grant, inputs.now) {
                 Some((url, expires_at)) => {
                     status.authorization_url = Some(url);
@@ -188,10 +187,10 @@ pub fn plan(inputs: &Inputs<'_>) -> Plan {
                     requeue_after = Some(until(inputs.now, expires_at));
                 }
                 None if exchange_pending => {
-                    let since = ready
-                        .map(|c| c.last_transition_time.0)
-                        .unwrap_or(inputs.now);
-                    requeue_after = Some(until(inputs.now, since + signed(EXCHANGE_GRACE)));
+                    status.exchange = exchange.cloned();
+                    let renewed = exchange.map_or(inputs.now, |e| e.renewed_at.0);
+                    requeue_after =
+                        Some(until(inputs.now, renewed + signed(EXCHANGE_ORPHANED_AFTER)));
                 }
                 None => {
                     let (url, expires_at) = (inputs.fresh_link)();
@@ -214,6 +213,12 @@ pub fn plan(inputs: &Inputs<'_>) -> Plan {
             if exchange_pending && status.authorization_url.is_none() {
                 let message = ready.map(|c| c.message.clone()).unwrap_or_default();
                 (false, reasons::EXCHANGING, message)
+            } else if interrupted {
+                (
+                    false,
+                    reasons::EXCHANGE_INTERRUPTED,
+                    "The operator stopped while it was exchanging a Slack approval, so Slack may have issued a token that nobody holds: revoke it in Slack (the workspace's or organization's app management page, under the app's authorizations), then approve the new link in status.authorizationURL.".to_owned(),
+                )
             } else if let Some(failure) = kept_failure {
                 let reason = CALLBACK_FAILURES
                     .iter()
@@ -255,9 +260,10 @@ pub fn plan(inputs: &Inputs<'_>) -> Plan {
     };
 
     let (ok, reason, message) = outcome;
-    status.conditions = vec![conditions::ready(
-        ready, ok, reason, message, generation, inputs.now,
-    )];
+    status.conditions = vec![
+        conditions::ready(ready, ok, reason, message, generation, inputs.now),
+        team_pinned(grant, &current, generation, inputs.now, &mut events),
+    ];
     if !ok
         && reason != reasons::AWAITING_AUTHORIZATION
         && current_reason != Some(reason)
@@ -274,8 +280,69 @@ pub fn plan(inputs: &Inputs<'_>) -> Plan {
         status,
         events,
         requeue_after,
-        wait_for,
     }
+}
+
+/// Why the client Secret can't be used. A Secret that is not shared with the grant reads exactly
+/// like a missing one, so status never tells a grant's author about a Secret they could not read.
+fn client_secret_missing(
+    namespace: &str,
+    grant: &SlackOAuthGrant,
+    observed: &ClientSecret,
+) -> String {
+    let reference = &grant.spec.client_secret_ref;
+    let what = if *observed == ClientSecret::KeyMissing {
+        format!(
+            "Secret {namespace}/{} has no key {}",
+            reference.name, reference.key
+        )
+    } else {
+        format!(
+            "Secret {namespace}/{} does not exist or is not shared with this grant",
+            reference.name
+        )
+    };
+    format!(
+        "{what}. Create it with the Slack app's Client Secret under key {}, labelled {}=true; the authorization link is published as soon as it exists.",
+        reference.key,
+        crate::api::labels::SHARED_WITH_GRANTS
+    )
+}
+
+/// The `TeamPinned` condition, with a Warning Event when it first turns False.
+fn team_pinned(
+    grant: &SlackOAuthGrant,
+    current: &SlackOAuthGrantStatus,
+    generation: i64,
+    now: Timestamp,
+    events: &mut Vec<PlannedEvent>,
+) -> k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition {
+    let previous = current
+        .conditions
+        .iter()
+        .find(|c| c.type_ == conditions::TEAM_PINNED);
+    let (pinned, reason, message) = match &grant.spec.team_id {
+        Some(team) => (
+            true,
+            reasons::TEAM_ID_SET,
+            format!("Only {team} can approve this grant."),
+        ),
+        None => (
+            false,
+            reasons::TEAM_ID_UNSET,
+            "spec.teamID is not set, so whoever opens the authorization link may approve it from any Slack workspace they own, and that workspace's token is stored. Set spec.teamID to the workspace (T...) or organization (E...) that must approve.".to_owned(),
+        ),
+    };
+    if !pinned && previous.is_none_or(|c| c.status != "False") {
+        events.push(PlannedEvent {
+            warning: true,
+            reason,
+            note: message.clone(),
+        });
+    }
+    let mut condition = conditions::ready(previous, pinned, reason, message, generation, now);
+    condition.type_ = conditions::TEAM_PINNED.to_owned();
+    condition
 }
 
 /// The grant's published link, if it is for this generation and still valid.
@@ -286,7 +353,7 @@ fn usable_link(
 ) -> Option<(String, Timestamp)> {
     let url = current.authorization_url.as_ref()?;
     let expires_at = current.authorization_expires_at.as_ref()?.0;
-    let state = AuthorizationState::decode(&state_of(url)?).ok()?;
+    let state = AuthorizationState::read_published(&state_of(url)?).ok()?;
     let same_grant = Some(state.uid.as_str()) == grant.metadata.uid.as_deref()
         && Some(state.generation) == grant.metadata.generation;
     (same_grant && now < expires_at).then(|| (url.clone(), expires_at))
@@ -334,8 +401,9 @@ mod tests {
     }
 
     fn link_for(generation: i64, expires_at: i64) -> String {
-        let state =
-            AuthorizationState::issue("pf", "scim", "uid-1", generation, expires_at).encode();
+        let state = crate::callback::state::StateKey::generate().sign(&AuthorizationState::issue(
+            "pf", "scim", "uid-1", generation, expires_at,
+        ));
         format!("https://slack.com/oauth/v2/authorize?client_id=1&state={state}")
     }
 
@@ -356,6 +424,7 @@ mod tests {
             client_secret,
             token_secret,
             now: now(),
+            require_team_id: false,
             fresh_link: &fresh,
         })
     }
@@ -386,8 +455,11 @@ mod tests {
         assert_eq!(ready(&plan).status, "False");
         assert_eq!(ready(&plan).reason, reasons::AWAITING_AUTHORIZATION);
         assert_eq!(plan.requeue_after, Some(Duration::from_secs(3600)));
-        assert_eq!(plan.events.len(), 1);
-        assert_eq!(plan.events[0].reason, reasons::AWAITING_AUTHORIZATION);
+        let reasons: Vec<_> = plan.events.iter().map(|e| e.reason).collect();
+        assert_eq!(
+            reasons,
+            [reasons::AWAITING_AUTHORIZATION, reasons::TEAM_ID_UNSET]
+        );
     }
 
     #[test]
@@ -444,10 +516,6 @@ mod tests {
             "{}",
             ready(&plan).message
         );
-        assert_eq!(
-            plan.wait_for,
-            Some(WaitFor::SecretChange("slack-app".into()))
-        );
         assert!(
             plan.events
                 .iter()
@@ -480,7 +548,7 @@ mod tests {
         assert_eq!(ready(&plan).reason, reasons::AUTHORIZED);
         assert!(ready(&plan).message.contains("Acme (T1)"));
         assert_eq!(plan.requeue_after, None);
-        assert_eq!(plan.events[0].reason, reasons::AUTHORIZED);
+        assert!(plan.events.iter().any(|e| e.reason == reasons::AUTHORIZED));
     }
 
     #[test]
@@ -543,10 +611,7 @@ mod tests {
         );
         assert_eq!(ready(&plan).reason, reasons::SECRET_CONFLICT);
         assert_eq!(plan.status.authorization_url, None);
-        assert_eq!(
-            plan.wait_for,
-            Some(WaitFor::SecretChange("slack-token".into()))
-        );
+        assert_eq!(plan.requeue_after, Some(CONFLICT_RECHECK));
     }
 
     #[test]
@@ -559,13 +624,20 @@ mod tests {
         assert!(plan.status.authorization_url.is_some());
     }
 
+    fn exchanging(renewed_secs_ago: i64) -> serde_json::Value {
+        let claimed_at = Timestamp::from_second(NOW - 100).expect("time");
+        let renewed_at = Timestamp::from_second(NOW - renewed_secs_ago).expect("time");
+        json!({
+            "conditions": [{ "type": "Ready", "status": "False", "reason": "Exchanging",
+                "message": "exchanging", "lastTransitionTime": claimed_at.to_string(), "observedGeneration": 2 }],
+            "exchange": { "holder": "pod-a/1", "startedAt": claimed_at.to_string(), "renewedAt": renewed_at.to_string() }
+        })
+    }
+
     #[test]
-    fn claimed_link_waits_for_the_exchange_then_gives_up() {
-        let claimed_at = Timestamp::from_second(NOW - 60).expect("time");
-        let exchanging = json!({ "conditions": [{ "type": "Ready", "status": "False", "reason": "Exchanging",
-            "message": "exchanging", "lastTransitionTime": claimed_at.to_string(), "observedGeneration": 2 }] });
+    fn claimed_link_waits_while_its_holder_renews_the_exchange() {
         let plan = run(
-            &grant(exchanging),
+            &grant(exchanging(10)),
             ClientSecret::Present,
             TokenSecret::Absent,
         );
@@ -574,19 +646,113 @@ mod tests {
             "no second link while a code is being exchanged"
         );
         assert_eq!(ready(&plan).reason, reasons::EXCHANGING);
+        assert!(plan.status.exchange.is_some(), "the record is kept");
         assert_eq!(
             plan.requeue_after,
-            Some(EXCHANGE_GRACE - Duration::from_secs(60))
+            Some(EXCHANGE_ORPHANED_AFTER - Duration::from_secs(10))
         );
+        assert!(
+            !plan
+                .events
+                .iter()
+                .any(|e| e.warning && e.reason != reasons::TEAM_ID_UNSET)
+        );
+    }
 
-        let stale_at = Timestamp::from_second(NOW - 13 * 60).expect("time");
-        let stale = json!({ "conditions": [{ "type": "Ready", "status": "False", "reason": "Exchanging",
-            "message": "exchanging", "lastTransitionTime": stale_at.to_string(), "observedGeneration": 2 }] });
-        let plan = run(&grant(stale), ClientSecret::Present, TokenSecret::Absent);
+    #[test]
+    fn an_exchange_whose_holder_stopped_warns_and_publishes_a_fresh_link_at_once() {
+        let plan = run(
+            &grant(exchanging(31)),
+            ClientSecret::Present,
+            TokenSecret::Absent,
+        );
         assert!(
             plan.status.authorization_url.is_some(),
-            "a lost exchange gets a new link"
+            "a fresh link at once"
         );
+        assert_eq!(plan.status.exchange, None);
+        assert_eq!(ready(&plan).reason, reasons::EXCHANGE_INTERRUPTED);
+        assert!(ready(&plan).message.contains("revoke it in Slack"));
+        assert!(
+            plan.events
+                .iter()
+                .any(|e| e.warning && e.reason == reasons::EXCHANGE_INTERRUPTED)
+        );
+
+        // Once warned, the warning is kept next to the link and not repeated.
+        let settled = grant(serde_json::to_value(&plan.status).expect("json"));
+        let again = run(&settled, ClientSecret::Present, TokenSecret::Absent);
+        assert_eq!(ready(&again).reason, reasons::EXCHANGE_INTERRUPTED);
+        assert!(again.events.is_empty(), "{:?}", again.events);
+    }
+
+    #[test]
+    fn an_exchange_that_stored_its_token_is_simply_ready() {
+        let token = TokenSecret::Managed {
+            has_token: true,
+            record: Some((2, installation())),
+        };
+        let plan = run(&grant(exchanging(300)), ClientSecret::Present, token);
+        assert_eq!(ready(&plan).reason, reasons::AUTHORIZED);
+        assert_eq!(plan.status.exchange, None);
+        assert!(
+            !plan
+                .events
+                .iter()
+                .any(|e| e.reason == reasons::EXCHANGE_INTERRUPTED)
+        );
+    }
+
+    #[test]
+    fn a_grant_without_team_id_is_flagged_once_and_refused_when_required() {
+        let plan = run(
+            &grant(json!(null)),
+            ClientSecret::Present,
+            TokenSecret::Absent,
+        );
+        let pinned = &plan.status.conditions[1];
+        assert_eq!(pinned.type_, conditions::TEAM_PINNED);
+        assert_eq!(
+            (pinned.status.as_str(), pinned.reason.as_str()),
+            ("False", reasons::TEAM_ID_UNSET)
+        );
+        assert!(
+            plan.events
+                .iter()
+                .any(|e| e.warning && e.reason == reasons::TEAM_ID_UNSET)
+        );
+        let settled = grant(serde_json::to_value(&plan.status).expect("json"));
+        let again = run(&settled, ClientSecret::Present, TokenSecret::Absent);
+        assert!(again.events.is_empty(), "warned once");
+
+        let mut pinned_grant = grant(json!(null));
+        pinned_grant.spec.team_id = Some("T1".into());
+        let plan = run(&pinned_grant, ClientSecret::Present, TokenSecret::Absent);
+        assert_eq!(plan.status.conditions[1].status, "True");
+        assert!(
+            !plan
+                .events
+                .iter()
+                .any(|e| e.reason == reasons::TEAM_ID_UNSET)
+        );
+
+        let required = plan_with(&grant(json!(null)), true);
+        assert_eq!(ready(&required).reason, reasons::TEAM_ID_REQUIRED);
+        assert_eq!(required.status.authorization_url, None);
+        assert_eq!(required.status.phase, Some(Phase::Failed));
+        let allowed = plan_with(&pinned_grant, true);
+        assert!(allowed.status.authorization_url.is_some());
+    }
+
+    fn plan_with(grant: &SlackOAuthGrant, require_team_id: bool) -> Plan {
+        plan(&Inputs {
+            grant,
+            client_secret: ClientSecret::Present,
+            token_secret: TokenSecret::Absent,
+            now: now(),
+            require_team_id,
+            fresh_link: &fresh,
+        })
     }
 
     #[test]

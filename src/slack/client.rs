@@ -99,10 +99,7 @@ impl SlackClient {
                     let status = response.status();
                     let retry_after = retry_after(&response);
                     if status == StatusCode::OK {
-                        let body = response
-                            .bytes()
-                            .await
-                            .map_err(|source| SlackError::Transport { method, source })?;
+                        let body = read_limited(method, response).await?;
                         let envelope: Envelope = serde_json::from_slice(&body)
                             .map_err(|source| SlackError::Decode { method, source })?;
                         if envelope.ok {
@@ -209,6 +206,38 @@ impl SlackApi for SlackClient {
             Err(error) => Err(error),
         }
     }
+}
+
+/// The most of an answer that is read: Slack's OAuth answers are a few KiB.
+const MAX_BODY_BYTES: usize = 256 * 1024;
+
+/// Reads the body, refusing (without buffering) anything longer than [`MAX_BODY_BYTES`].
+async fn read_limited(
+    method: &'static str,
+    mut response: reqwest::Response,
+) -> Result<Vec<u8>, SlackError> {
+    let too_large = SlackError::TooLarge {
+        method,
+        limit: MAX_BODY_BYTES,
+    };
+    if response
+        .content_length()
+        .is_some_and(|length| length > MAX_BODY_BYTES as u64)
+    {
+        return Err(too_large);
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = response
+        .chunk()
+        .await
+        .map_err(|source| SlackError::Transport { method, source })?
+    {
+        if body.len() + chunk.len() > MAX_BODY_BYTES {
+            return Err(too_large);
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
 }
 
 fn retry_after(response: &reqwest::Response) -> Option<Duration> {

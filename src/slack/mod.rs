@@ -134,6 +134,9 @@ pub enum SlackError {
         #[source]
         source: reqwest::Error,
     },
+    /// The answer was larger than any answer Slack documents.
+    #[error("failed to call {method}: the answer was larger than {limit} bytes")]
+    TooLarge { method: &'static str, limit: usize },
     /// The answer was not the JSON Slack documents.
     #[error("failed to call {method}: the answer was not Slack's documented JSON")]
     Decode {
@@ -157,7 +160,7 @@ impl SlackError {
             ),
             Self::RateLimited { .. } | Self::Transport { .. } => true,
             Self::Status { status, .. } => *status >= 500,
-            Self::Decode { .. } => false,
+            Self::Decode { .. } | Self::TooLarge { .. } => false,
         }
     }
 

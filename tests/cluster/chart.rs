@@ -1,14 +1,15 @@
 //! The Helm chart as a user meets it: it lints and renders with every example values file, its
 //! schema refuses values that cannot work, its CRD is the generated one, everything it renders is
 //! accepted by the real API server, installs and upgrades are idempotent, the NOTES print the
-//! redirect URL, and the operator it deploys is restricted, probed and reachable only through its
-//! callback.
+//! redirect URL, the operator it deploys is restricted, probed and reachable only through its
+//! callback, and its RBAC is docs/security.md's model as the API server enforces it: Secrets only
+//! in the watched namespaces, the state key alone in the release namespace, and every namespace
+//! only with `clusterWide`.
 //!
-//! Each test that installs a release names it after its own namespace: the chart also renders
-//! cluster-scoped objects (a ClusterRole and ClusterRoleBinding named after the release), so
-//! releases of tests running side by side must not share a name. The CRD is shared by every test
-//! in this binary, so only one test lets Helm own it; the others install with
-//! `crds.enabled=false`.
+//! Each test that installs a release names it after its own namespace (or installs it in a
+//! namespace of its own), so releases of tests running side by side never share an object. The
+//! CRD is shared by every test in this binary, so only one test lets Helm own it; the others
+//! install with `crds.enabled=false`.
 
 use std::{
     collections::BTreeMap,
@@ -22,16 +23,17 @@ use std::{
 use k8s_openapi::{
     api::{
         apps::v1::ReplicaSet,
-        core::v1::{Namespace, Pod},
+        authentication::v1::{TokenRequest, TokenRequestSpec},
+        core::v1::{Namespace, Pod, Secret, ServiceAccount},
     },
     apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
 };
 use kube::{
     Api, Client,
-    api::{ListParams, Patch, PatchParams},
+    api::{DeleteParams, GetParams, ListParams, Patch, PatchParams, PostParams, WatchParams},
 };
 use serde_json::{Value, json};
-use slack_oauth_operator::crdgen::CRD_PATH;
+use slack_oauth_operator::{crdgen::CRD_PATH, run::SHUTDOWN_BUDGET};
 
 use crate::support::{self, Launch, Operator, TestNamespace};
 
@@ -469,8 +471,6 @@ async fn chart_lints_strictly_and_renders_with_the_default_values_and_every_exam
     assert_eq!(
         render("lint", "lint", &[]).kinds(),
         [
-            "ClusterRole",
-            "ClusterRoleBinding",
             "CustomResourceDefinition",
             "Deployment",
             "PodDisruptionBudget",
@@ -479,7 +479,7 @@ async fn chart_lints_strictly_and_renders_with_the_default_values_and_every_exam
             "Service",
             "ServiceAccount"
         ],
-        "what the default values render"
+        "what the default values render: Roles, and no ClusterRole"
     );
 
     let examples = example_values_files();
@@ -557,6 +557,37 @@ async fn values_schema_refuses_values_that_cannot_work_and_names_the_field() {
             set(&["log.format=xml"]),
             &[SCHEMA, "/log/format"],
         ),
+        (
+            "clusterWide together with watchNamespaces (which would it be?)",
+            file(
+                "cluster-wide.yaml",
+                "clusterWide: true\nwatchNamespaces: [pingfederate]\n",
+            ),
+            &[
+                SCHEMA,
+                "/clusterWide",
+                "value must be false",
+                "/watchNamespaces",
+            ],
+        ),
+        (
+            "a clusterWide that is not a boolean",
+            vec!["--set-string".into(), "clusterWide=true".into()],
+            &[SCHEMA, "/clusterWide", "want boolean"],
+        ),
+        (
+            "a requireTeamID that is not a boolean",
+            vec!["--set-string".into(), "requireTeamID=false".into()],
+            &[SCHEMA, "/requireTeamID", "want boolean"],
+        ),
+        (
+            "a grace period within the operator's shutdown budget",
+            set(&[&format!(
+                "terminationGracePeriodSeconds={}",
+                SHUTDOWN_BUDGET.as_secs()
+            )]),
+            &[SCHEMA, "/terminationGracePeriodSeconds", "minimum"],
+        ),
     ];
     let refuses = |verb: &[&str], what: &str, values: &[String], says: &[&str]| {
         let mut args: Vec<&str> = verb.to_vec();
@@ -591,6 +622,14 @@ async fn values_schema_refuses_values_that_cannot_work_and_names_the_field() {
         what,
         &path_on_ingress_host,
         &says,
+    );
+    // Cluster-wide access stays explicit even without the schema: the template refuses an
+    // ambiguous scope rather than guess one.
+    refuses(
+        &["template", "refused", "--skip-schema-validation"],
+        "clusterWide with watchNamespaces, schema skipped",
+        &set(&["clusterWide=true", "watchNamespaces={pingfederate}"]),
+        &["clusterWide", "cannot be combined with watchNamespaces"],
     );
 }
 
@@ -727,17 +766,20 @@ async fn every_manifest_the_chart_renders_passes_a_server_side_dry_run() {
     struct Case<'a> {
         name: String,
         values: Vec<String>,
-        /// watchNamespaces, where the grant rules are bound; empty, as in the chart, for every
-        /// namespace (a ClusterRole).
+        /// Where the grant rules are bound: watchNamespaces, or, empty as in the chart, the
+        /// release namespace; ignored with `cluster_wide`.
         watched: Vec<&'a str>,
+        /// clusterWide: the grant rules in a ClusterRole.
+        cluster_wide: bool,
         /// Whether the values enable every optional object.
         everything: bool,
     }
     let mut cases = vec![
         Case {
-            name: "everything, every namespace".into(),
+            name: "everything, the release namespace".into(),
             values: everything_enabled(),
             watched: vec![],
+            cluster_wide: false,
             everything: true,
         },
         Case {
@@ -748,6 +790,14 @@ async fn every_manifest_the_chart_renders_passes_a_server_side_dry_run() {
             ]
             .concat(),
             watched: vec![&watched_a.name, &watched_b.name],
+            cluster_wide: false,
+            everything: true,
+        },
+        Case {
+            name: "everything, cluster-wide".into(),
+            values: [everything_enabled(), set(&["clusterWide=true"])].concat(),
+            watched: vec![],
+            cluster_wide: true,
             everything: true,
         },
     ];
@@ -761,6 +811,7 @@ async fn every_manifest_the_chart_renders_passes_a_server_side_dry_run() {
             ]
             .concat(),
             watched: vec![&watched_a.name],
+            cluster_wide: false,
             everything: false,
         });
     }
@@ -769,6 +820,7 @@ async fn every_manifest_the_chart_renders_passes_a_server_side_dry_run() {
         name: case,
         values,
         watched,
+        cluster_wide,
         everything,
     } in cases
     {
@@ -787,15 +839,20 @@ async fn every_manifest_the_chart_renders_passes_a_server_side_dry_run() {
                 );
             }
         }
-        // The leader-election Role in the release namespace, and the grant rules either
-        // cluster-wide or in each watched namespace only.
+        // The leader-election and state-key Roles in the release namespace, and the grant
+        // rules either in each watched namespace only or, when asked, cluster-wide.
         let mut expected = vec![
             format!("Role {}/{fullname}-leader-election", ns.name),
             format!("RoleBinding {}/{fullname}-leader-election", ns.name),
+            format!("Role {}/{fullname}-state-key", ns.name),
+            format!("RoleBinding {}/{fullname}-state-key", ns.name),
         ];
-        if watched.is_empty() {
-            expected.push(format!("ClusterRole /{fullname}"));
-            expected.push(format!("ClusterRoleBinding /{fullname}"));
+        if cluster_wide {
+            expected.push(format!("ClusterRole /{}:{fullname}", ns.name));
+            expected.push(format!("ClusterRoleBinding /{}:{fullname}", ns.name));
+        } else if watched.is_empty() {
+            expected.push(format!("Role {}/{fullname}", ns.name));
+            expected.push(format!("RoleBinding {}/{fullname}", ns.name));
         }
         for namespace in &watched {
             expected.push(format!("Role {namespace}/{fullname}"));
@@ -1013,6 +1070,27 @@ async fn notes_print_the_redirect_url_and_the_command_that_prints_the_authorizat
         "{notes}"
     );
     assert!(!install_notes(&cases[0].1).contains("must forward"));
+
+    // They say where grants are reconciled, and that the client Secret must opt in.
+    let opt_in = "kubectl -n <namespace> label secret <client secret> slack-oauth-operator.io/shared-with-grants=true";
+    for (values, scope) in [
+        (
+            vec![],
+            "reconciles grants in its own namespace only,\n   notes ",
+        ),
+        (
+            watching(&["team-a", "team-b"]),
+            "reconciles grants in team-a, team-b (watchNamespaces)",
+        ),
+        (
+            set(&["clusterWide=true"]),
+            "reconciles grants in every namespace (clusterWide: it may read every Secret",
+        ),
+    ] {
+        let notes = install_notes(&values);
+        assert!(notes.contains(scope), "{scope:?} in\n{notes}");
+        assert!(notes.contains(opt_in), "{notes}");
+    }
 }
 
 /// The NOTES `helm install` prints for `values` (a client-side dry run: NOTES are not part of
@@ -1059,6 +1137,24 @@ async fn deployment_runs_two_restricted_replicas_probed_on_the_admin_port() {
     assert_eq!(security["capabilities"], json!({ "drop": ["ALL"] }));
     assert_eq!(security["seccompProfile"]["type"], "RuntimeDefault");
     assert!(security.get("privileged").is_none_or(|p| p == false));
+
+    // Kubernetes kills the pod after the grace period, so it must outlast the operator's budget
+    // for storing or revoking the tokens in flight at SIGTERM.
+    let budget = SHUTDOWN_BUDGET.as_secs();
+    assert_eq!(pod["terminationGracePeriodSeconds"], 75);
+    assert!(75 > budget, "the shutdown budget is {budget} s");
+    let just_enough = render(
+        "deploy",
+        "deploy",
+        &set(&[&format!("terminationGracePeriodSeconds={}", budget + 1)]),
+    );
+    assert_eq!(
+        just_enough.one("Deployment")["spec"]["template"]["spec"]["terminationGracePeriodSeconds"],
+        budget + 1
+    );
+    assert_eq!(flag(container, "--require-team-id"), "false");
+    let pinned = render("deploy", "deploy", &set(&["requireTeamID=true"]));
+    assert_eq!(flag(pinned.container(), "--require-team-id"), "true");
 
     // The probes use the admin port, which is where the operator serves /healthz and /readyz:
     // check that with a non-default port, so a hard-coded 8081 anywhere would show.
@@ -1270,5 +1366,675 @@ async fn ingress_exposes_only_the_callback_path_and_the_operator_answers_it() {
             );
         }
         operator.terminate().await;
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// 7. RBAC: docs/security.md's model, rendered and as the API server enforces it.
+
+/// What the operator needs in a namespace whose grants it reconciles, and nowhere else.
+fn grant_rules() -> Value {
+    json!([
+        {
+            "apiGroups": ["slack-oauth-operator.io"],
+            "resources": ["slackoauthgrants"],
+            "verbs": ["get", "list", "watch"],
+        },
+        {
+            "apiGroups": ["slack-oauth-operator.io"],
+            "resources": ["slackoauthgrants/status"],
+            "verbs": ["get", "update", "patch"],
+        },
+        // No delete (owner references collect token Secrets), no patch.
+        {
+            "apiGroups": [""],
+            "resources": ["secrets"],
+            "verbs": ["get", "list", "watch", "create", "update"],
+        },
+        {
+            "apiGroups": ["events.k8s.io"],
+            "resources": ["events"],
+            "verbs": ["create", "patch"],
+        },
+    ])
+}
+
+/// The state key in the release namespace: that one Secret by name, and create for the first
+/// start (which RBAC cannot limit by name).
+fn state_key_rules(secret: &str) -> Value {
+    json!([
+        { "apiGroups": [""], "resources": ["secrets"], "resourceNames": [secret], "verbs": ["get"] },
+        { "apiGroups": [""], "resources": ["secrets"], "verbs": ["create"] },
+    ])
+}
+
+fn leader_election_rules() -> Value {
+    json!([{
+        "apiGroups": ["coordination.k8s.io"],
+        "resources": ["leases"],
+        "verbs": ["get", "create", "patch"],
+    }])
+}
+
+/// The rendered object `Kind namespace/name`.
+fn rendered_object<'a>(rendered: &'a Rendered, id: &str) -> &'a Value {
+    rendered
+        .0
+        .iter()
+        .find(|d| object_id(d) == id)
+        .unwrap_or_else(|| panic!("no {id} in {:#?}", rendered.names()))
+}
+
+/// Panics unless the binding `binding` (`Kind namespace/name`) binds `role_kind` `role` to the
+/// service account `namespace/account`, and only to it.
+fn assert_binds(
+    rendered: &Rendered,
+    binding: &str,
+    role_kind: &str,
+    role: &str,
+    account: (&str, &str),
+) {
+    let binding_object = rendered_object(rendered, binding);
+    assert_eq!(
+        binding_object["roleRef"],
+        json!({ "apiGroup": "rbac.authorization.k8s.io", "kind": role_kind, "name": role }),
+        "{binding}"
+    );
+    assert_eq!(
+        binding_object["subjects"],
+        json!([{ "kind": "ServiceAccount", "namespace": account.0, "name": account.1 }]),
+        "{binding}"
+    );
+}
+
+/// Every rule the chart renders is exactly docs/security.md's: the grant rules in each watched
+/// namespace (the release namespace by default) and nowhere else, the Lease and the state key in
+/// the release namespace, a ClusterRole only with `clusterWide`, and the operator told to watch
+/// exactly the namespaces it has Roles in.
+#[tokio::test]
+#[ignore = "needs the local control plane: run `make test`"]
+async fn rbac_grants_the_documented_rules_in_the_watched_namespaces_and_cluster_wide_only_when_asked()
+ {
+    let release = "rbac";
+    let fullname = "rbac-slack-oauth-operator";
+    let state_key = format!("{fullname}-state-key");
+    let account = (release, fullname);
+    // (case, values, the watched namespaces; None for clusterWide)
+    let mut cases: Vec<(String, Vec<String>, Option<Vec<String>>)> = vec![
+        (
+            "the defaults: the release namespace only".into(),
+            vec![],
+            Some(vec![release.into()]),
+        ),
+        (
+            "two namespaces, not the release namespace".into(),
+            watching(&["team-a", "team-b"]),
+            Some(vec!["team-a".into(), "team-b".into()]),
+        ),
+        (
+            "the release namespace among others".into(),
+            watching(&[release, "team-a"]),
+            Some(vec![release.into(), "team-a".into()]),
+        ),
+        ("clusterWide".into(), set(&["clusterWide=true"]), None),
+    ];
+    for file in example_values_files() {
+        let values: Value = serde_saphyr::from_str(
+            &std::fs::read_to_string(&file).expect("read an example values file"),
+        )
+        .expect("the example values file parses");
+        let listed: Vec<String> = values["watchNamespaces"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|n| n.as_str().map(str::to_owned))
+            .collect();
+        let watched = if listed.is_empty() {
+            vec![release.to_owned()]
+        } else {
+            listed
+        };
+        cases.push((
+            file.display().to_string(),
+            vec!["-f".to_owned(), file.to_string_lossy().into_owned()],
+            Some(watched),
+        ));
+    }
+
+    for (case, values, watched) in &cases {
+        let rendered = render(release, release, values);
+        let mut expected = Vec::new();
+        for (suffix, rules) in [
+            ("leader-election", leader_election_rules()),
+            ("state-key", state_key_rules(&state_key)),
+        ] {
+            let role = format!("{fullname}-{suffix}");
+            let role_id = format!("Role {release}/{role}");
+            assert_eq!(
+                rendered_object(&rendered, &role_id)["rules"],
+                rules,
+                "{case}: {role_id}"
+            );
+            let binding = format!("RoleBinding {release}/{role}");
+            assert_binds(&rendered, &binding, "Role", &role, account);
+            expected.extend([role_id, binding]);
+        }
+        let container = rendered.container();
+        assert_eq!(
+            flag(container, "--state-key-secret"),
+            state_key,
+            "{case}: the operator reads the one Secret its Role names"
+        );
+        let watch_flags: Vec<&str> = container["args"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .filter(|arg| arg.starts_with("--watch-namespaces"))
+            .collect();
+        match watched {
+            Some(namespaces) => {
+                for namespace in namespaces {
+                    let role_id = format!("Role {namespace}/{fullname}");
+                    assert_eq!(
+                        rendered_object(&rendered, &role_id)["rules"],
+                        grant_rules(),
+                        "{case}: {role_id}"
+                    );
+                    let binding = format!("RoleBinding {namespace}/{fullname}");
+                    assert_binds(&rendered, &binding, "Role", fullname, account);
+                    expected.extend([role_id, binding]);
+                }
+                assert_eq!(
+                    watch_flags,
+                    [format!("--watch-namespaces={}", namespaces.join(","))],
+                    "{case}: the operator watches exactly where its Roles are"
+                );
+            }
+            None => {
+                let name = format!("{release}:{fullname}");
+                let role_id = format!("ClusterRole /{name}");
+                assert_eq!(
+                    rendered_object(&rendered, &role_id)["rules"],
+                    grant_rules(),
+                    "{case}: the same rules, cluster-wide"
+                );
+                let binding = format!("ClusterRoleBinding /{name}");
+                assert_binds(&rendered, &binding, "ClusterRole", &name, account);
+                expected.extend([role_id, binding]);
+                assert!(
+                    watch_flags.is_empty(),
+                    "{case}: no --watch-namespaces, so every namespace: {watch_flags:?}"
+                );
+            }
+        }
+        expected.sort();
+        let rbac: Vec<String> = rendered
+            .names()
+            .into_iter()
+            .filter(|n| n.starts_with("Role") || n.starts_with("ClusterRole"))
+            .collect();
+        assert_eq!(rbac, expected, "{case}: these RBAC objects and no other");
+    }
+
+    // Cluster-scoped names carry the release namespace: two releases of one name in two
+    // namespaces neither clash nor take over each other's binding.
+    let cluster_scoped = |namespace: &str| -> Vec<String> {
+        render("twin", namespace, &set(&["clusterWide=true"]))
+            .names()
+            .into_iter()
+            .filter(|n| n.starts_with("Cluster"))
+            .collect()
+    };
+    let (first, second) = (cluster_scoped("team-a"), cluster_scoped("team-b"));
+    assert_eq!(first.len(), 2, "{first:?}");
+    assert!(
+        first.iter().all(|n| !second.contains(n)),
+        "{first:?} / {second:?}"
+    );
+
+    // Every rule says why (the comment line above it).
+    let chart = chart();
+    for values in [vec![], set(&["clusterWide=true"])] {
+        let mut args = vec![
+            "template",
+            release,
+            chart.as_str(),
+            "--show-only",
+            "templates/rbac.yaml",
+        ];
+        args.extend(values.iter().map(String::as_str));
+        let text = helm(&args);
+        let lines: Vec<&str> = text.lines().map(str::trim).collect();
+        let rules = lines
+            .iter()
+            .filter(|l| l.starts_with("- apiGroups:"))
+            .count();
+        assert!(rules >= 7, "{rules} rules in\n{text}");
+        for (number, pair) in lines.windows(2).enumerate() {
+            if pair[1].starts_with("- apiGroups:") {
+                assert!(
+                    pair[0].starts_with('#'),
+                    "the rule at line {} has no comment saying why:\n{text}",
+                    number + 2
+                );
+            }
+        }
+    }
+}
+
+/// A request on Secrets, asked both of `kubectl auth can-i` and of the API server itself.
+#[derive(Clone, Copy, Debug)]
+enum SecretAccess<'a> {
+    Get(&'a str),
+    List,
+    Watch,
+    Create(&'a str),
+    Update(&'a str),
+    Patch(&'a str),
+    Delete(&'a str),
+}
+
+impl SecretAccess<'_> {
+    fn verb(self) -> &'static str {
+        match self {
+            Self::Get(_) => "get",
+            Self::List => "list",
+            Self::Watch => "watch",
+            Self::Create(_) => "create",
+            Self::Update(_) => "update",
+            Self::Patch(_) => "patch",
+            Self::Delete(_) => "delete",
+        }
+    }
+
+    /// `secrets`, or `secrets/<name>` for a request on one existing Secret.
+    fn resource(self) -> String {
+        match self {
+            Self::Get(name) | Self::Update(name) | Self::Patch(name) | Self::Delete(name) => {
+                format!("secrets/{name}")
+            }
+            Self::List | Self::Watch | Self::Create(_) => "secrets".to_owned(),
+        }
+    }
+
+    /// The real request, in `namespace` (every namespace for `None`).
+    fn request(self, namespace: Option<&str>) -> http::Request<Vec<u8>> {
+        let secrets = kube::core::Request::new(match namespace {
+            Some(namespace) => format!("/api/v1/namespaces/{namespace}/secrets"),
+            None => "/api/v1/secrets".to_owned(),
+        });
+        let body = |name: &str| {
+            serde_json::to_vec(&json!({
+                "apiVersion": "v1",
+                "kind": "Secret",
+                "metadata": { "name": name },
+                "stringData": { "written": "by the chart's service account" },
+            }))
+            .expect("a Secret serializes")
+        };
+        match self {
+            Self::Get(name) => secrets.get(name, &GetParams::default()),
+            Self::List => secrets.list(&ListParams::default()),
+            // Ends after a second; the status line is all this looks at.
+            Self::Watch => secrets.watch(&WatchParams::default().timeout(1), "0"),
+            Self::Create(name) => secrets.create(&PostParams::default(), body(name)),
+            Self::Update(name) => secrets.replace(name, &PostParams::default(), body(name)),
+            Self::Patch(name) => secrets.patch(
+                name,
+                &PatchParams::default(),
+                &Patch::Merge(json!({ "metadata": { "labels": { "patched": "true" } } })),
+            ),
+            Self::Delete(name) => secrets.delete(name, &DeleteParams::default()),
+        }
+        .expect("a valid request")
+    }
+
+    /// The status an allowed request gets.
+    fn allowed_status(self) -> u16 {
+        match self {
+            Self::Create(_) => 201,
+            _ => 200,
+        }
+    }
+}
+
+/// A service account as the API server sees it: a token from the TokenRequest API, and kubectl
+/// and a client that present nothing else (the admin kubeconfig's client certificate would
+/// otherwise win over the token).
+struct Identity {
+    username: String,
+    token: String,
+    client: Client,
+    /// The admin kubeconfig with its user emptied, so `--token` is kubectl's only credential.
+    userless_kubeconfig: PathBuf,
+    _dir: support::TempDir,
+}
+
+impl Identity {
+    async fn of_service_account(admin: &Client, namespace: &str, name: &str) -> Self {
+        let request = TokenRequest {
+            spec: TokenRequestSpec {
+                expiration_seconds: Some(600),
+                ..TokenRequestSpec::default()
+            },
+            ..TokenRequest::default()
+        };
+        let token = Api::<ServiceAccount>::namespaced(admin.clone(), namespace)
+            .create_token_request(name, &PostParams::default(), &request)
+            .await
+            .unwrap_or_else(|e| panic!("a token for {namespace}/{name}: {e}"))
+            .status
+            .expect("the TokenRequest's status")
+            .token;
+        let dir = support::TempDir::new("chart-rbac");
+        let admin_kubeconfig: Value = serde_saphyr::from_str(
+            &std::fs::read_to_string(std::env::var("KUBECONFIG").expect("KUBECONFIG"))
+                .expect("read KUBECONFIG"),
+        )
+        .expect("parse KUBECONFIG");
+        let write_with_user = |file: &str, user: Value| {
+            let mut config = admin_kubeconfig.clone();
+            for entry in config["users"].as_array_mut().expect("users") {
+                entry["user"] = user.clone();
+            }
+            let path = dir.path.join(file);
+            std::fs::write(&path, config.to_string()).expect("write a kubeconfig");
+            path
+        };
+        let token_kubeconfig = write_with_user("token-kubeconfig", json!({ "token": token }));
+        let userless_kubeconfig = write_with_user("userless-kubeconfig", json!({}));
+        let client = support::client_from(Some(&token_kubeconfig))
+            .await
+            .expect("a client with the token");
+        let identity = Self {
+            username: format!("system:serviceaccount:{namespace}:{name}"),
+            token,
+            client,
+            userless_kubeconfig,
+            _dir: dir,
+        };
+        identity.assert_is_who_it_says();
+        identity.assert_client_is_who_it_says().await;
+        identity
+    }
+
+    /// Runs `kubectl <args>` with nothing but the token.
+    fn kubectl(&self, args: &[&str]) -> Ran {
+        let kubeconfig = self.userless_kubeconfig.to_string_lossy();
+        let mut all = args.to_vec();
+        all.extend(["--kubeconfig", &kubeconfig, "--token", &self.token]);
+        run("KUBECTL", &all, None).1
+    }
+
+    fn assert_is_who_it_says(&self) {
+        let ran = self.kubectl(&[
+            "auth",
+            "whoami",
+            "-o",
+            "jsonpath={.status.userInfo.username}",
+        ]);
+        assert_eq!(
+            ran.stdout.trim(),
+            self.username,
+            "kubectl with the token is the service account: {}",
+            ran.stderr
+        );
+    }
+
+    async fn assert_client_is_who_it_says(&self) {
+        let review = kube::core::Request::new("/apis/authentication.k8s.io/v1/selfsubjectreviews")
+            .create(
+                &PostParams::default(),
+                serde_json::to_vec(&json!({
+                    "apiVersion": "authentication.k8s.io/v1",
+                    "kind": "SelfSubjectReview",
+                }))
+                .expect("json"),
+            )
+            .expect("a valid request");
+        let review: Value = self
+            .client
+            .request(review)
+            .await
+            .expect("a SelfSubjectReview");
+        assert_eq!(
+            review["status"]["userInfo"]["username"], self.username,
+            "the client with the token is the service account"
+        );
+    }
+
+    /// `kubectl auth can-i`: whether the API server would allow `access` in `namespace`
+    /// (every namespace for `None`).
+    fn can_i(&self, access: SecretAccess<'_>, namespace: Option<&str>) -> bool {
+        let resource = access.resource();
+        let mut args = vec!["auth", "can-i", access.verb(), resource.as_str()];
+        match namespace {
+            Some(namespace) => args.extend(["--namespace", namespace]),
+            None => args.push("--all-namespaces"),
+        }
+        let ran = self.kubectl(&args);
+        match ran.stdout.trim() {
+            "yes" => true,
+            "no" => false,
+            _ => panic!(
+                "kubectl auth can-i {} {resource} answered neither yes nor no ({:?}):\n{}{}",
+                access.verb(),
+                ran.code,
+                ran.stdout,
+                ran.stderr.replace(&self.token, "<token>")
+            ),
+        }
+    }
+
+    /// The HTTP status the API server answers `access` in `namespace` with.
+    async fn status(&self, access: SecretAccess<'_>, namespace: Option<&str>) -> u16 {
+        let request = access.request(namespace).map(kube::client::Body::from);
+        let response = tokio::time::timeout(Duration::from_secs(10), self.client.send(request))
+            .await
+            .unwrap_or_else(|_| panic!("{access:?} in {namespace:?}: no answer within 10 s"))
+            .unwrap_or_else(|e| panic!("{access:?} in {namespace:?}: {e}"));
+        response.status().as_u16()
+    }
+
+    /// Waits until RBAC's cache has the release's bindings: `access` in `namespace` is allowed.
+    async fn wait_until_allowed(&self, access: SecretAccess<'_>, namespace: &str) {
+        for _ in 0..100 {
+            if self.can_i(access, Some(namespace)) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("{access:?} in {namespace} was not allowed within 10 s of the install");
+    }
+
+    /// Asks can-i and the API server about every `(label, namespace, access, allowed)`, in order,
+    /// and returns the matrix; panics, printing it, unless both agree with `allowed` everywhere.
+    async fn assert_matrix(
+        &self,
+        what: &str,
+        rows: &[(&str, Option<&str>, SecretAccess<'_>, bool)],
+    ) -> String {
+        let mut table = format!("{what} ({}):\n", self.username);
+        let mut wrong = 0;
+        for &(label, namespace, access, allowed) in rows {
+            let can_i = self.can_i(access, namespace);
+            let status = self.status(access, namespace).await;
+            let expected_status = if allowed {
+                access.allowed_status()
+            } else {
+                403
+            };
+            let agrees = can_i == allowed && status == expected_status;
+            if !agrees {
+                wrong += 1;
+            }
+            table.push_str(&format!(
+                "  {label:<10} {:<8} {:<40} can-i {:<3}  real {status}  documented {:<9} {}\n",
+                access.verb(),
+                access.resource(),
+                if can_i { "yes" } else { "no" },
+                if allowed { "allowed" } else { "forbidden" },
+                if agrees { "ok" } else { "WRONG" },
+            ));
+        }
+        eprintln!("{table}");
+        assert_eq!(wrong, 0, "{table}");
+        table
+    }
+}
+
+/// A Secret with one key, created as the admin.
+async fn create_secret(client: &Client, namespace: &str, name: &str) {
+    let secret: Secret = serde_json::from_value(json!({
+        "metadata": { "name": name },
+        "stringData": { "key": "not for the operator" },
+    }))
+    .expect("a Secret");
+    Api::<Secret>::namespaced(client.clone(), namespace)
+        .create(&PostParams::default(), &secret)
+        .await
+        .unwrap_or_else(|e| panic!("create Secret {namespace}/{name}: {e}"));
+}
+
+/// The acceptance test of the chart's RBAC: installed with `watchNamespaces: [A, B]`, the
+/// operator's service account (with a token from the TokenRequest API) may read and write
+/// Secrets in A and B, only get its state key in the release namespace, and nothing in C; both
+/// `kubectl auth can-i` and real GET, LIST and WATCH requests say so. Only `clusterWide: true`
+/// gives it Secrets everywhere.
+#[tokio::test]
+#[ignore = "needs the local control plane: run `make test`"]
+async fn service_account_reads_secrets_only_where_docs_security_md_says_and_everywhere_only_with_cluster_wide()
+ {
+    let client = support::client().await;
+    let ns = TestNamespace::create(&client, "chart-rbac").await;
+    let a = TestNamespace::create(&client, "chart-rbac-a").await;
+    let b = TestNamespace::create(&client, "chart-rbac-b").await;
+    let c = TestNamespace::create(&client, "chart-rbac-unwatched").await;
+    let release = ns.name.as_str();
+    let manifest = helm_release(
+        &["install"],
+        release,
+        &[set(&["crds.enabled=false"]), watching(&[&a.name, &b.name])].concat(),
+    );
+    let recorded = Rendered(parse_documents(&manifest));
+    assert!(
+        recorded.of_kind("ClusterRole").is_empty()
+            && recorded.of_kind("ClusterRoleBinding").is_empty(),
+        "nothing cluster-wide without clusterWide: {:?}",
+        recorded.names()
+    );
+    let account = recorded.one("ServiceAccount")["metadata"]["name"]
+        .as_str()
+        .expect("the service account's name")
+        .to_owned();
+    let state_key = flag(recorded.container(), "--state-key-secret");
+
+    // An existing Secret everywhere, and the state key where the operator keeps it.
+    let probe = "someone-elses-secret";
+    for namespace in [&ns.name, &a.name, &b.name, &c.name] {
+        create_secret(&client, namespace, probe).await;
+    }
+    create_secret(&client, release, &state_key).await;
+
+    let operator = Identity::of_service_account(&client, release, &account).await;
+    operator
+        .wait_until_allowed(SecretAccess::List, &a.name)
+        .await;
+    operator
+        .wait_until_allowed(SecretAccess::List, &b.name)
+        .await;
+    operator
+        .wait_until_allowed(SecretAccess::Get(&state_key), release)
+        .await;
+
+    use SecretAccess::{Create, Delete, Get, List, Patch, Update, Watch};
+    let written = "written-by-the-operator";
+    let (a, b, c) = (
+        Some(a.name.as_str()),
+        Some(b.name.as_str()),
+        Some(c.name.as_str()),
+    );
+    let own = Some(release);
+    let rows = [
+        ("A", a, Get(probe), true),
+        ("A", a, List, true),
+        ("A", a, Watch, true),
+        ("B", b, Get(probe), true),
+        ("B", b, List, true),
+        ("B", b, Watch, true),
+        ("release", own, Get(&state_key), true),
+        ("release", own, Get(probe), false),
+        ("release", own, List, false),
+        ("release", own, Watch, false),
+        ("C", c, Get(probe), false),
+        ("C", c, List, false),
+        ("C", c, Watch, false),
+        ("all", None, List, false),
+        ("all", None, Watch, false),
+        // Writing: the token Secret is created and replaced, never patched or deleted.
+        ("A", a, Create(written), true),
+        ("A", a, Update(written), true),
+        ("A", a, Patch(written), false),
+        ("A", a, Delete(written), false),
+        ("A", a, Delete(probe), false),
+        // The state key is created on the first start (create cannot be limited by name), and
+        // never changed or deleted.
+        ("release", own, Create(written), true),
+        ("release", own, Update(&state_key), false),
+        ("release", own, Patch(&state_key), false),
+        ("release", own, Delete(&state_key), false),
+        ("C", c, Create(written), false),
+    ];
+    operator
+        .assert_matrix("watchNamespaces: [A, B]", &rows)
+        .await;
+    helm(&["uninstall", release, "--namespace", release]);
+
+    // clusterWide: the same rules in a ClusterRole. Two releases of one name in two namespaces,
+    // each with a ClusterRoleBinding of its own for its own service account.
+    let first = TestNamespace::create(&client, "chart-rbac-wide").await;
+    let second = TestNamespace::create(&client, "chart-rbac-wide").await;
+    let chart = chart();
+    for namespace in [&first.name, &second.name] {
+        let manifest = {
+            helm(&[
+                "install",
+                "twin",
+                chart.as_str(),
+                "--namespace",
+                namespace,
+                "--set",
+                "crds.enabled=false",
+                "--set",
+                "clusterWide=true",
+            ]);
+            helm(&["get", "manifest", "twin", "--namespace", namespace])
+        };
+        let recorded = Rendered(parse_documents(&manifest));
+        let binding = recorded.one("ClusterRoleBinding");
+        assert_eq!(
+            binding["metadata"]["name"],
+            format!("{namespace}:twin-slack-oauth-operator")
+        );
+        assert_eq!(binding["subjects"][0]["namespace"], namespace.as_str());
+    }
+    let wide =
+        Identity::of_service_account(&client, &first.name, "twin-slack-oauth-operator").await;
+    wide.wait_until_allowed(List, c.expect("C")).await;
+    let rows = [
+        ("C", c, Get(probe), true),
+        ("C", c, List, true),
+        ("C", c, Watch, true),
+        ("all", None, List, true),
+        ("all", None, Watch, true),
+        ("C", c, Create(written), true),
+        ("C", c, Update(written), true),
+        ("C", c, Patch(probe), false),
+        ("C", c, Delete(probe), false),
+    ];
+    wide.assert_matrix("clusterWide: true", &rows).await;
+    for namespace in [&first.name, &second.name] {
+        helm(&["uninstall", "twin", "--namespace", namespace]);
     }
 }

@@ -3,10 +3,13 @@
 
 mod api_server;
 mod chart;
+mod connections;
 mod flow;
 mod ha;
+mod hardening;
 mod operator;
 mod outage;
+mod outage_cost;
 mod refusals;
 mod scenario;
 // Shared by several test binaries, each of which uses only part of it.

@@ -129,3 +129,59 @@ async fn token_is_revoked_when_the_operator_stops_before_storing_it() {
             .is_none()
     );
 }
+
+/// The most CPU time the operator may spend, and the most lines it may log, while the API server
+/// is down for 30 s with 100 grants waiting.
+const OUTAGE_CPU_SECONDS: f64 = 1.0;
+const OUTAGE_LOG_LINES: usize = 100;
+
+#[tokio::test]
+#[ignore = "needs the local control plane: run `make test`"]
+async fn api_outage_with_100_waiting_grants_costs_under_one_cpu_second_and_100_log_lines() {
+    let s = Scenario::start("outage-waiting-cost").await;
+    let names = crate::outage_cost::create_waiting_grants(&s, 100).await;
+    // Let the reconciles of becoming ClientSecretMissing and their Events settle.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+
+    let pid = s.operator.pid();
+    let cpu_before = support::cpu_seconds(pid);
+    let lines_before = s.operator.log_lines();
+    let outage = Outage::begin();
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    let cpu = support::cpu_seconds(pid) - cpu_before;
+    let lines = s.operator.log_lines() - lines_before;
+    outage.end();
+    println!(
+        "API server down for 30 s with {} waiting grants: the operator used {cpu:.2} CPU seconds \
+         and logged {lines} lines",
+        names.len()
+    );
+
+    // Back up, the grants still reconcile: the first one's client Secret appears, it gets a link.
+    s.secrets
+        .create(
+            &Default::default(),
+            &support::shared_client_secret("app-0", &s.slack.client_secret),
+        )
+        .await
+        .expect("create a waiting grant's client Secret");
+    s.link(&names[0]).await;
+
+    assert!(
+        cpu < OUTAGE_CPU_SECONDS,
+        "the operator used {cpu:.2} CPU seconds during the outage (under {OUTAGE_CPU_SECONDS} \
+         expected)"
+    );
+    assert!(
+        lines < OUTAGE_LOG_LINES,
+        "the operator logged {lines} lines during the outage (under {OUTAGE_LOG_LINES} expected); \
+         the first of them:\n{}",
+        s.operator
+            .logs()
+            .lines()
+            .skip(lines_before)
+            .take(10)
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+}

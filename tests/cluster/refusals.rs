@@ -70,20 +70,25 @@ async fn callbacks_without_a_valid_state_change_nothing() {
         400,
         "not a valid authorization response",
     );
-    // A well-formed state naming the grant, with other random bits: not the published one.
-    let forged = slack_oauth_operator::callback::state::AuthorizationState::issue(
-        &s.ns.name,
-        "scim",
-        "some-uid",
-        1,
-        i64::MAX,
-    )
-    .encode();
-    assert_page(
-        &s.callback(&format!("{base}?code=abc&state={forged}")).await,
-        410,
-        "was deleted",
-    );
+    // A well-formed state naming the grant, signed with another key: refused like any forgery,
+    // without a word about whether the grant exists.
+    let other_key = slack_oauth_operator::callback::state::StateKey::generate();
+    for name in ["scim", "no-such-grant"] {
+        let forged = other_key.sign(
+            &slack_oauth_operator::callback::state::AuthorizationState::issue(
+                &s.ns.name,
+                name,
+                "some-uid",
+                1,
+                i64::MAX,
+            ),
+        );
+        assert_page(
+            &s.callback(&format!("{base}?code=abc&state={forged}")).await,
+            400,
+            "not issued by this operator",
+        );
+    }
     let answer = s
         .callback(&format!("{}/oauth/other", s.operator.public_url))
         .await;
@@ -124,7 +129,7 @@ async fn callback_for_a_deleted_grant_is_refused() {
     s.apply_grant("scim", json!({})).await;
     let back = s.decide(&s.link("scim").await, Decision::Allow).await;
     s.delete_grant("scim").await;
-    assert_page(&s.callback(&back).await, 410, "no longer exists");
+    assert_page(&s.callback(&back).await, 410, "changed or deleted");
     assert!(s.token_secret().await.is_none());
     assert!(s.slack.tokens().is_empty(), "no code was exchanged");
 }
@@ -141,7 +146,7 @@ async fn callback_for_an_older_generation_is_refused() {
         .await;
     s.new_link("scim", &old_link).await;
 
-    assert_page(&s.callback(&back).await, 410, "earlier version");
+    assert_page(&s.callback(&back).await, 410, "changed or deleted");
     assert!(s.token_secret().await.is_none());
     assert!(s.slack.tokens().is_empty());
     assert_eq!(

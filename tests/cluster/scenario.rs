@@ -123,9 +123,20 @@ impl Scenario {
             .await;
     }
 
+    /// The client Secret, shared with the namespace's grants as docs/security.md requires.
     pub async fn create_client_secret_with(&self, value: &str) {
+        self.create_secret_for_grants(
+            CLIENT_SECRET_NAME,
+            json!({ "slack-oauth-operator.io/shared-with-grants": "true" }),
+            value,
+        )
+        .await;
+    }
+
+    /// A client Secret with these labels (none: not shared with any grant).
+    pub async fn create_secret_for_grants(&self, name: &str, labels: Value, value: &str) {
         let secret: Secret = serde_json::from_value(json!({
-            "metadata": { "name": CLIENT_SECRET_NAME },
+            "metadata": { "name": name, "labels": labels },
             "stringData": { "clientSecret": value }
         }))
         .expect("secret");

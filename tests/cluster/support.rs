@@ -331,6 +331,16 @@ impl Operator {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// The operator's process id, for reading what it costs from `/proc`.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Lines in the operator's log so far.
+    pub fn log_lines(&self) -> usize {
+        self.logs().lines().count()
+    }
+
     /// The port the callback server listens on.
     pub fn callback_port(&self) -> u16 {
         self.public_url
@@ -396,6 +406,77 @@ pub async fn wait_for_grant(
         "grant {name} did not reach the expected state within 30 s; last seen: {:#?}",
         last.map(|g| g.status)
     );
+}
+
+/// Waits up to `within` for every grant in `names` to satisfy `done`, listing them (one request
+/// per poll, however many grants).
+pub async fn wait_for_grants(
+    grants: &Api<slack_oauth_operator::api::SlackOAuthGrant>,
+    names: &[String],
+    within: Duration,
+    done: impl Fn(&slack_oauth_operator::api::SlackOAuthGrant) -> bool,
+) {
+    let deadline = std::time::Instant::now() + within;
+    let mut pending: Vec<&String> = names.iter().collect();
+    while std::time::Instant::now() < deadline {
+        if let Ok(list) = grants.list(&Default::default()).await {
+            let finished: std::collections::HashSet<String> = list
+                .items
+                .iter()
+                .filter(|g| done(g))
+                .map(ResourceExt::name_any)
+                .collect();
+            pending = names.iter().filter(|n| !finished.contains(*n)).collect();
+            if pending.is_empty() {
+                return;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    panic!(
+        "{} of {} grants did not reach the expected state within {within:?}, e.g. {:?}",
+        pending.len(),
+        names.len(),
+        pending.iter().take(5).collect::<Vec<_>>()
+    );
+}
+
+/// The label with which a Secret opts in to being read by the grants of its namespace.
+pub const SHARED_WITH_GRANTS: &str = "slack-oauth-operator.io/shared-with-grants";
+
+/// A Slack app's client Secret named `name`, holding `value` under the default key, opted in to
+/// being read by every grant in its namespace.
+pub fn shared_client_secret(name: &str, value: &str) -> k8s_openapi::api::core::v1::Secret {
+    serde_json::from_value(serde_json::json!({
+        "metadata": { "name": name, "labels": { (SHARED_WITH_GRANTS): "true" } },
+        "stringData": { (slack_oauth_operator::api::DEFAULT_CLIENT_SECRET_KEY): value }
+    }))
+    .expect("client secret")
+}
+
+/// CPU time (user plus system, all threads) that process `pid` has used so far, in seconds.
+pub fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .unwrap_or_else(|e| panic!("read /proc/{pid}/stat: {e}"));
+    // The fields after the parenthesised command name (which may hold spaces) start with the
+    // state (field 3); utime and stime are fields 14 and 15, in clock ticks.
+    let after_name = &stat[stat.rfind(')').expect("comm in /proc/<pid>/stat") + 2..];
+    let fields: Vec<&str> = after_name.split_whitespace().collect();
+    let ticks: u64 =
+        fields[11].parse::<u64>().expect("utime") + fields[12].parse::<u64>().expect("stime");
+    ticks as f64 / clock_ticks_per_second()
+}
+
+/// `getconf CLK_TCK`: 100 on every Linux we run on, asked anyway rather than assumed.
+fn clock_ticks_per_second() -> f64 {
+    std::process::Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|s| s.trim().parse::<f64>().ok())
+        .filter(|t| *t > 0.0)
+        .unwrap_or(100.0)
 }
 
 /// Headless Chromium driven through ChromeDriver (WebDriver), for what a person does in a
@@ -577,7 +658,8 @@ impl Drop for TestSlack {
     }
 }
 
-/// The control plane's audit log (JSON lines, writes only), from `CLUSTER_DIR`.
+/// The control plane's audit log, from `CLUSTER_DIR`: JSON lines, Metadata level, one event for
+/// every write and for every get, list and watch of Secrets and grants (see `hack/cluster.sh`).
 pub fn audit_log() -> PathBuf {
     let dir = std::env::var_os("CLUSTER_DIR").unwrap_or_else(|| {
         panic!("CLUSTER_DIR is not set: `make test` sets it to the local control plane's directory")
@@ -608,5 +690,21 @@ pub fn audit_writes_in_namespace(audit: &Path, from: u64, namespace: &str) -> Ve
                 event["userAgent"].as_str().unwrap_or_default()
             )
         })
+        .collect()
+}
+
+/// The audit log's length now: pass it as `from` to read only what is logged after this point.
+pub fn audit_offset(audit: &Path) -> u64 {
+    std::fs::metadata(audit).map(|m| m.len()).unwrap_or(0)
+}
+
+/// Every audit event logged after byte `from` of the audit log, reads and writes alike. A watch
+/// appears twice, at `ResponseStarted` and at `ResponseComplete`, with one `auditID`.
+pub fn audit_events_since(audit: &Path, from: u64) -> Vec<serde_json::Value> {
+    let text = std::fs::read(audit).unwrap_or_default();
+    let start = usize::try_from(from).unwrap_or(0).min(text.len());
+    String::from_utf8_lossy(&text[start..])
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
         .collect()
 }

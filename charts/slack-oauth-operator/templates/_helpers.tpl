@@ -39,7 +39,28 @@ http://{{ include "slack-oauth-operator.fullname" . }}.{{ .Release.Namespace }}.
 {{- end -}}
 {{- end -}}
 
-{{/* The rules the operator needs wherever it reconciles grants. */}}
+{{/* The namespaces whose grants the operator reconciles, comma-separated: watchNamespaces, or the
+release namespace when that is empty. Not used with clusterWide (every namespace). */}}
+{{- define "slack-oauth-operator.watchNamespaces" -}}
+{{- join "," (default (list .Release.Namespace) .Values.watchNamespaces) -}}
+{{- end -}}
+
+{{/* The grant rules' ClusterRole and ClusterRoleBinding with clusterWide. Cluster-scoped, so the
+name carries the release namespace: two releases of the same name in different namespaces must
+not share (or take over) each other's binding. ":" cannot occur in a namespace or release name,
+so no other pair of them gives the same name. */}}
+{{- define "slack-oauth-operator.clusterRoleName" -}}
+{{- printf "%s:%s" .Release.Namespace (include "slack-oauth-operator.fullname" .) -}}
+{{- end -}}
+
+{{/* The Secret holding the key that authenticates every authorization link's `state`, in the
+release namespace (created by the first replica to start, see docs/security.md). */}}
+{{- define "slack-oauth-operator.stateKeySecret" -}}
+{{- printf "%s-state-key" (include "slack-oauth-operator.fullname" .) -}}
+{{- end -}}
+
+{{/* The rules the operator needs in each namespace whose grants it reconciles (docs/security.md).
+Nothing here is needed anywhere else. */}}
 {{- define "slack-oauth-operator.grantRules" -}}
 # Watch grants (controller), and read the one a callback names.
 - apiGroups: ["slack-oauth-operator.io"]
@@ -50,9 +71,11 @@ http://{{ include "slack-oauth-operator.fullname" . }}.{{ .Release.Namespace }}.
 - apiGroups: ["slack-oauth-operator.io"]
   resources: ["slackoauthgrants/status"]
   verbs: ["get", "update", "patch"]
-# get: the client secret and the token Secret; list/watch: the token Secrets by the managed-by
-# label, and one Secret by name while a grant waits for it; create/update: write the token
-# Secret (only ever one carrying our label and owned by its grant).
+# get/list/watch: the Secrets the operator watches, selected by label (token Secrets it wrote,
+# and client Secrets that opted in with slack-oauth-operator.io/shared-with-grants); RBAC cannot
+# select by label, so the code enforces that. create/update: write a grant's own token Secret
+# (create if absent; update only one carrying our label and owned by the grant). No delete
+# (owner references garbage-collect token Secrets), no patch.
 - apiGroups: [""]
   resources: ["secrets"]
   verbs: ["get", "list", "watch", "create", "update"]

@@ -229,6 +229,10 @@ pub enum Fault {
     ServerError(u16),
     /// Wait this long (real time), then answer normally.
     Delay(Duration),
+    /// Answer normally (a code exchange issues its token at once), but hold the answer back this
+    /// long (real time) before sending it: as when the network is slow, or the caller dies, after
+    /// Slack has acted.
+    DelayAnswer(Duration),
 }
 
 /// How a Web API call authenticated the app.

@@ -117,14 +117,20 @@ async fn answer(slack: Shared, request: ApiRequest) -> Answer {
     if let Some(Fault::Delay(delay)) = &fault {
         tokio::time::sleep(*delay).await;
     }
-    let mut slack = lock(&slack);
-    let answer = match &fault {
-        Some(fault @ (Fault::Error(_) | Fault::RateLimited { .. } | Fault::ServerError(_))) => {
-            Answer::for_fault(fault)
-        }
-        Some(Fault::Delay(_)) | None => slack.call(&request),
+    let answer = {
+        let mut slack = lock(&slack);
+        let answer = match &fault {
+            Some(fault @ (Fault::Error(_) | Fault::RateLimited { .. } | Fault::ServerError(_))) => {
+                Answer::for_fault(fault)
+            }
+            Some(Fault::Delay(_) | Fault::DelayAnswer(_)) | None => slack.call(&request),
+        };
+        slack.record(&request, &answer);
+        answer
     };
-    slack.record(&request, &answer);
+    if let Some(Fault::DelayAnswer(delay)) = &fault {
+        tokio::time::sleep(*delay).await;
+    }
     debug!(
         method = %request.method,
         status = answer.status,

@@ -185,7 +185,7 @@ impl Answer {
                 }
             }
             // Delays are handled by the caller; answering normally is the point.
-            Fault::Delay(_) => Self::error("internal_error"),
+            Fault::Delay(_) | Fault::DelayAnswer(_) => Self::error("internal_error"),
         }
     }
 }

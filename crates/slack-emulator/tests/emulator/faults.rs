@@ -77,6 +77,29 @@ async fn delay_answers_normally_afterwards() {
 }
 
 #[tokio::test]
+async fn a_delayed_answer_issues_the_token_before_it_is_sent() {
+    let f = Fixture::start().await;
+    f.slack.inject(
+        "oauth.v2.access",
+        Fault::DelayAnswer(Duration::from_millis(500)),
+    );
+    let code = f.code().await;
+    let exchange = f.exchange(&code);
+    tokio::pin!(exchange);
+    tokio::select! {
+        _ = &mut exchange => panic!("the answer came before its delay"),
+        () = tokio::time::sleep(Duration::from_millis(200)) => {}
+    }
+    assert_eq!(
+        f.slack.issued_tokens().len(),
+        1,
+        "the token exists while its answer is held back"
+    );
+    let reply = exchange.await;
+    assert_eq!(reply.json()["ok"], true);
+}
+
+#[tokio::test]
 async fn a_delayed_call_completes_even_if_the_client_gives_up() {
     let f = Fixture::start().await;
     f.slack
