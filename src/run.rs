@@ -33,6 +33,11 @@ pub const SHUTDOWN_BUDGET: Duration = Duration::from_secs(65);
 /// Connect, read and write timeouts of the callback's own Kubernetes client. The controller's
 /// client has no read timeout: its watches are long-lived.
 const CALLBACK_CLIENT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Listen backlogs: a burst of browsers (or of an attacker's sockets, which the server then
+/// evicts) waits in the kernel instead of being dropped and retried a second later.
+const CALLBACK_BACKLOG: u32 = 1024;
+const ADMIN_BACKLOG: u32 = 128;
+
 /// The data key of the state key Secret.
 const STATE_KEY_DATA: &str = "stateKey";
 
@@ -83,15 +88,13 @@ pub async fn run(
     let callback_client = Client::try_from(callback_config).map_err(Error::Kubernetes)?;
     let slack = SlackClient::new(config.slack_api_url.clone(), ClientOptions::default())
         .map_err(Error::SlackClient)?;
-    let callback_listener = tokio::net::TcpListener::bind(config.callback_addr)
-        .await
-        .map_err(|source| Error::BindCallback {
+    let callback_listener =
+        listen(config.callback_addr, CALLBACK_BACKLOG).map_err(|source| Error::BindCallback {
             addr: config.callback_addr,
             source,
         })?;
-    let admin_listener = tokio::net::TcpListener::bind(config.admin_addr)
-        .await
-        .map_err(|source| Error::BindAdmin {
+    let admin_listener =
+        listen(config.admin_addr, ADMIN_BACKLOG).map_err(|source| Error::BindAdmin {
             addr: config.admin_addr,
             source,
         })?;
@@ -275,6 +278,18 @@ async fn reconcile_while_leading(
             "failed to release the leader Lease"
         );
     }
+}
+
+/// A listener on `addr` with `backlog`, address reuse on as `TcpListener::bind` has it.
+fn listen(addr: std::net::SocketAddr, backlog: u32) -> io::Result<tokio::net::TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(backlog)
 }
 
 /// This process, as named in the exchange records it leaves on grants: the pod (when known) and

@@ -67,10 +67,11 @@ pub struct Limits {
 
 impl Limits {
     /// The public callback. A person's browser, or the Ingress in front, needs a handful of
-    /// connections; the bound is about surviving floods, and at about 16 KiB of buffers for each
-    /// connection that has sent something, 4096 of them stay well inside the pod's memory limit.
+    /// connections; the bound is about surviving floods within the pod's memory limit (128 MiB).
+    /// A connection that has sent nothing costs about 3 KiB, one holding a partial request up to
+    /// 24 KiB (hyper's buffers), so 2048 of those take about 48 MiB.
     pub const CALLBACK: Self = Self {
-        max_connections: 4096,
+        max_connections: 2048,
         header_read_timeout: Duration::from_secs(10),
         idle_timeout: Duration::from_secs(30),
         max_header_bytes: 16 * 1024,
@@ -85,8 +86,8 @@ impl Limits {
     };
 
     /// These limits with `max_connections` lowered to leave [`OTHER_FILES`] descriptors free
-    /// under the soft open-file limit `open_files`, so that running out of descriptors closes
-    /// this server's connections first and nothing else.
+    /// under the soft open-file limit `open_files`: a flood then fills this server's bound (and
+    /// closes its idle connections to make room) before the process runs out of descriptors.
     pub fn within_open_file_limit(self, open_files: u64) -> Self {
         let room = usize::try_from(open_files.saturating_sub(OTHER_FILES)).unwrap_or(usize::MAX);
         Self {
@@ -158,8 +159,10 @@ async fn serve_connection(
 ) {
     // hyper allocates its buffers as soon as it polls the socket; until the client sends
     // something, a connection costs little more than its descriptor.
+    let mut first_byte = [0u8; 1];
     tokio::select! {
-        readable = stream.readable() => if readable.is_err() { return },
+        // Not `readable()`, which may wake before there is anything to read.
+        peeked = stream.peek(&mut first_byte) => if !matches!(peeked, Ok(1..)) { return },
         () = sleep_until(slot.accepted + limits.header_read_timeout) => {
             debug!(%peer, "closing a connection that sent nothing");
             return;

@@ -87,11 +87,16 @@ impl Params {
 /// The longest query accepted.
 const MAX_QUERY_LEN: usize = 4096;
 
+/// A query Slack would never send.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("failed to parse the callback's query: it is not one Slack sends")]
+pub struct MalformedQuery;
+
 /// Parses the callback's query. A repeated `state`, `code` or `error`, or an overlong query, is
 /// never something Slack sends.
-pub fn parse(query: &str) -> Result<Params, ()> {
+pub fn parse(query: &str) -> Result<Params, MalformedQuery> {
     if query.len() > MAX_QUERY_LEN {
-        return Err(());
+        return Err(MalformedQuery);
     }
     let mut params = Params {
         state: None,
@@ -109,7 +114,7 @@ pub fn parse(query: &str) -> Result<Params, ()> {
             _ => false,
         };
         if slot_taken {
-            return Err(());
+            return Err(MalformedQuery);
         }
     }
     Ok(params)

@@ -1700,8 +1700,8 @@ impl SecretAccess<'_> {
 }
 
 /// A service account as the API server sees it: a token from the TokenRequest API, and kubectl
-/// and a client that present nothing else (the admin kubeconfig's client certificate would
-/// otherwise win over the token).
+/// and a client that present nothing else (none of the admin kubeconfig's credentials), checked
+/// with a SelfSubjectReview before anything is concluded from their answers.
 struct Identity {
     username: String,
     token: String,

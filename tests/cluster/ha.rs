@@ -237,12 +237,15 @@ async fn operator_with_only_the_charts_rbac_completes_the_flow_and_reads_no_othe
     let dir = support::TempDir::new("rbac-kubeconfig");
     let kubeconfig = kubeconfig_with_token(token.trim(), &dir.path);
 
-    // The operator, with nothing but that token, runs the whole authorization flow.
+    // The operator, with nothing but that token and the chart's flags for it, runs the whole
+    // authorization flow; its first start creates the state key Secret it may read.
+    let state_key = format!("--state-key-secret={release}-slack-oauth-operator-state-key");
     let s = Scenario::start_in(
         &grant_ns,
         "rbac-flow",
         Some(&kubeconfig),
         Some(&operator_ns.name),
+        &[&state_key],
     )
     .await;
     s.create_client_secret().await;

@@ -20,8 +20,11 @@ use crate::{scenario::Scenario, support};
 const FLOOD: Duration = Duration::from_secs(60);
 /// Clients sending forged callbacks at once, each as fast as it is answered.
 const FLOOD_CLIENTS: usize = 64;
-/// A forged callback not answered within this long counts as not answered.
-const FORGED_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a flood client waits for an answer: as long as an attacker who wants to tie up the
+/// server holds on, rather than hanging up and so freeing what its request holds.
+const FORGED_TIMEOUT: Duration = Duration::from_secs(30);
+/// What a forged callback may take, at its slowest: refusing one needs no I/O.
+const FORGED_BUDGET: Duration = Duration::from_secs(5);
 /// What a real callback may take, at its slowest, during the flood.
 const REAL_BUDGET: Duration = Duration::from_secs(2);
 /// How long a real callback is waited for before it counts as lost.
@@ -318,7 +321,7 @@ fn split_uri(uri: &str) -> (&str, &str) {
 }
 
 /// Why a request's path under `/namespaces/<namespace>/` is not one the operator (or the test)
-/// would build from valid names: `<resource>[/<DNS name>[/<subresource>]]`.
+/// would build from valid names: `<resource>[/<DNS name>[/status]]`.
 fn misplaced_request(uri: &str, namespace: &str) -> Option<&'static str> {
     let (path, _) = split_uri(uri);
     let marker = format!("/namespaces/{namespace}");
@@ -344,8 +347,9 @@ fn misplaced_request(uri: &str, namespace: &str) -> Option<&'static str> {
             return Some("a name that is not a DNS name");
         }
     }
-    if segments.get(2).is_some_and(|sub| !lower_alpha(sub)) {
-        return Some("a subresource that is not a plain word");
+    // Grants and Secrets have no subresource the operator reads or writes but a grant's status.
+    if segments.get(2).is_some_and(|sub| *sub != "status") {
+        return Some("a subresource other than status");
     }
     None
 }
@@ -372,10 +376,11 @@ fn foreign_grant_list(uri: &str, namespace: &str) -> bool {
 #[tokio::test]
 #[ignore = "needs the local control plane: run `make test`"]
 async fn forged_state_flood_neither_blocks_real_callbacks_nor_reaches_the_api_or_the_log() {
-    let s = Scenario::start("forged-state-flood").await;
-    s.create_client_secret().await;
+    // From before the operator starts, so that its own watch of grants is in view too.
     let audit = support::audit_log();
     let from = support::audit_offset(&audit);
+    let s = Scenario::start("forged-state-flood").await;
+    s.create_client_secret().await;
 
     let queries = Arc::new(forged_queries(&s.ns.name));
     let url = format!("{}/oauth/callback", s.operator.public_url);
@@ -397,7 +402,11 @@ async fn forged_state_flood_neither_blocks_real_callbacks_nor_reaches_the_api_or
     // Let the last audit events of requests still in flight be written.
     tokio::time::sleep(Duration::from_secs(2)).await;
 
-    let mut real_latencies: Vec<Duration> = reals.iter().filter_map(|r| r.latency).collect();
+    // One not answered at all counts as taking REAL_TIMEOUT, which it took at least.
+    let mut real_latencies: Vec<Duration> = reals
+        .iter()
+        .map(|r| r.latency.unwrap_or(REAL_TIMEOUT))
+        .collect();
     real_latencies.sort();
     forged.latencies.sort();
     println!(
@@ -416,7 +425,7 @@ async fn forged_state_flood_neither_blocks_real_callbacks_nor_reaches_the_api_or
         "real callbacks: {} run, {} answered within {REAL_TIMEOUT:?}, {} stored their token; \
          p50 {:?}, p99 {:?}, max {:?}",
         reals.len(),
-        real_latencies.len(),
+        reals.iter().filter(|r| r.latency.is_some()).count(),
         reals.iter().filter(|r| r.token_stored).count(),
         quantile(&real_latencies, 0.5),
         quantile(&real_latencies, 0.99),
@@ -448,10 +457,14 @@ async fn forged_state_flood_neither_blocks_real_callbacks_nor_reaches_the_api_or
             forged.transport_errors, forged.sent, forged.first_errors
         ));
     }
-    if quantile(&forged.latencies, 0.99) >= REAL_BUDGET {
+    let (forged_p99, forged_max) = (
+        quantile(&forged.latencies, 0.99),
+        quantile(&forged.latencies, 1.0),
+    );
+    if forged_p99 >= REAL_BUDGET || forged_max >= FORGED_BUDGET {
         failures.push(format!(
-            "forged callbacks were answered in p99 {:?}, not at once",
-            quantile(&forged.latencies, 0.99)
+            "forged callbacks were answered in p99 {forged_p99:?}, max {forged_max:?}, not at once \
+             (p99 under {REAL_BUDGET:?}, max under {FORGED_BUDGET:?} expected)"
         ));
     }
 
@@ -520,12 +533,20 @@ async fn forged_state_flood_neither_blocks_real_callbacks_nor_reaches_the_api_or
         }
     }
     println!(
-        "audit log: {} events since the flood began; {} list/watch requests of grants in the \
+        "audit log: {} events since the operator started; {} list/watch requests of grants in the \
          namespace, {} of them not the controller's",
         events.len(),
         grant_lists.len(),
         foreign_lists.len()
     );
+    if grant_lists.is_empty() {
+        failures.push(
+            "the audit log shows not even the controller's own watch of grants: is the audit \
+             policy of hack/cluster.sh, which logs reads, in effect? (`hack/cluster.sh up` writes \
+             it; a control plane started before it changed must be restarted)"
+                .to_owned(),
+        );
+    }
     if !reached.is_empty() {
         failures.push(format!(
             "{} API requests carried what a forged state injected, e.g. {:#?}",

@@ -4,10 +4,12 @@
 mod api_server;
 mod chart;
 mod connections;
+mod custody;
 mod flow;
 mod ha;
 mod hardening;
 mod operator;
+mod opt_in;
 mod outage;
 mod outage_cost;
 mod refusals;

@@ -67,6 +67,7 @@ impl Scenario {
         name: &str,
         kubeconfig: Option<&std::path::Path>,
         lease_namespace: Option<&str>,
+        flags: &[&str],
     ) -> Self {
         Self::launch_in(
             TestNamespace {
@@ -75,7 +76,7 @@ impl Scenario {
             name,
             kubeconfig,
             lease_namespace,
-            &[],
+            flags,
         )
         .await
     }
