@@ -59,10 +59,12 @@ pub enum Error {
     ReadSecret {
         name: String,
         #[source]
-        source: kube::Error,
+        source: Box<kube::Error>,
     },
     #[error("failed to write the grant's status")]
     WriteStatus(#[source] kube::Error),
+    #[error("failed to {0} within the deadline")]
+    TimedOut(&'static str),
     #[error("failed to list the Secrets shared with grants")]
     SharedSecretsUnavailable,
 }
@@ -76,6 +78,9 @@ pub struct Context {
     pub state_key: StateKey,
     /// Secrets labelled as shared with grants, in the namespace(s) this controller watches.
     shared_secrets: Store<Secret>,
+    /// True once `shared_secrets` has listed. (Reconciles wait on this, not on the store itself:
+    /// `Store::wait_until_ready` wakes only the last of several concurrent waiters.)
+    shared_ready: tokio::sync::watch::Receiver<bool>,
 }
 
 /// Runs the controller until `shutdown` is cancelled: one for all namespaces, or one per
@@ -144,9 +149,17 @@ async fn run_in(
         .backoff(WatchBackoff::default()),
     )
     .applied_objects();
+    let (ready_tx, shared_ready) = tokio::sync::watch::channel(false);
+    let store = shared_secrets.clone();
+    tokio::spawn(async move {
+        if store.wait_until_ready().await.is_ok() {
+            let _ = ready_tx.send(true);
+        }
+    });
     let controller = Controller::new(grants, watcher::Config::default().any_semantic());
     let grant_store = controller.store();
     let context = Arc::new(Context {
+        shared_ready,
         recorder,
         client,
         config,
@@ -206,8 +219,9 @@ async fn reconcile(grant: Arc<SlackOAuthGrant>, context: Arc<Context>) -> Result
     // Observe. The client Secret comes from the cache of shared Secrets: one that is not
     // shared with this grant is as good as missing.
     context
-        .shared_secrets
-        .wait_until_ready()
+        .shared_ready
+        .clone()
+        .wait_for(|ready| *ready)
         .await
         .map_err(|_| Error::SharedSecretsUnavailable)?;
     let app_secret = context
@@ -272,10 +286,14 @@ async fn reconcile(grant: Arc<SlackOAuthGrant>, context: Arc<Context>) -> Result
         updated.metadata.managed_fields = None;
         // A replace carries the resourceVersion we planned from, so a status the callback server
         // wrote meanwhile is never overwritten: the conflict requeues with a fresh read.
-        Api::<SlackOAuthGrant>::namespaced(context.client.clone(), &namespace)
-            .replace_status(&grant.name_any(), &PostParams::default(), &updated)
-            .await
-            .map_err(Error::WriteStatus)?;
+        let grants = Api::<SlackOAuthGrant>::namespaced(context.client.clone(), &namespace);
+        tokio::time::timeout(
+            API_CALL_TIMEOUT,
+            grants.replace_status(&grant.name_any(), &PostParams::default(), &updated),
+        )
+        .await
+        .map_err(|_| Error::TimedOut("write the grant's status"))?
+        .map_err(Error::WriteStatus)?;
         info!(phase = ?plan.status.phase, reason = %plan.status.conditions[0].reason, "status updated");
     }
     for event in &plan.events {
@@ -341,14 +359,17 @@ fn is_conflict(error: &kube::Error) -> bool {
     matches!(error, kube::Error::Api(status) if status.code == 409)
 }
 
+/// Deadline of each request the controller makes besides its watches (which are long-lived).
+const API_CALL_TIMEOUT: Duration = Duration::from_secs(15);
+
 async fn get_secret(secrets: &Api<Secret>, name: &str) -> Result<Option<Secret>, Error> {
-    secrets
-        .get_opt(name)
-        .await
-        .map_err(|source| Error::ReadSecret {
+    match tokio::time::timeout(API_CALL_TIMEOUT, secrets.get_opt(name)).await {
+        Ok(result) => result.map_err(|source| Error::ReadSecret {
             name: name.to_owned(),
-            source,
-        })
+            source: Box::new(source),
+        }),
+        Err(_) => Err(Error::TimedOut("read a Secret")),
+    }
 }
 
 fn has_key(secret: &Secret, key: &str) -> bool {
@@ -375,7 +396,16 @@ pub async fn publish(recorder: &Recorder, grant: &SlackOAuthGrant, event: &Plann
         action: "Reconcile".to_owned(),
         secondary: None,
     };
-    if let Err(error) = recorder.publish(&event, &grant.object_ref(&())).await {
-        warn!(error = &error as &dyn std::error::Error, reason = %event.reason, "failed to publish an Event");
+    match tokio::time::timeout(
+        API_CALL_TIMEOUT,
+        recorder.publish(&event, &grant.object_ref(&())),
+    )
+    .await
+    {
+        Ok(Ok(())) => {}
+        Ok(Err(error)) => {
+            warn!(error = &error as &dyn std::error::Error, reason = %event.reason, "failed to publish an Event");
+        }
+        Err(_) => warn!(reason = %event.reason, "failed to publish an Event within the deadline"),
     }
 }

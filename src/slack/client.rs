@@ -274,6 +274,42 @@ mod tests {
         assert_eq!(sanitize_code(""), "unknown_error");
     }
 
+    /// A server that answers every request with HTTP 200 and `body_len` bytes of JSON-ish text.
+    async fn oversized_slack(body_len: usize) -> Url {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("listener");
+        let addr = listener.local_addr().expect("addr");
+        tokio::spawn(async move {
+            while let Ok((mut socket, _)) = listener.accept().await {
+                let mut request = [0u8; 4096];
+                let _ = socket.read(&mut request).await;
+                let head = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {body_len}\r\n\r\n"
+                );
+                let _ = socket.write_all(head.as_bytes()).await;
+                let _ = socket.write_all(&vec![b' '; body_len]).await;
+            }
+        });
+        Url::parse(&format!("http://{addr}/api/")).expect("url")
+    }
+
+    #[tokio::test]
+    async fn an_answer_larger_than_any_slack_sends_is_refused_unread() {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let client = SlackClient::new(
+            oversized_slack(MAX_BODY_BYTES + 1).await,
+            ClientOptions::default(),
+        )
+        .expect("client");
+        let token = SecretString::from("xoxp-test");
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let error = client.revoke(&token, deadline).await.expect_err("refused");
+        assert!(matches!(error, SlackError::TooLarge { .. }), "{error:?}");
+        assert!(!error.is_transient(), "not retried");
+    }
+
     #[test]
     fn transient_errors_are_classified_in_one_place() {
         let api = |code: &str| SlackError::Api {

@@ -322,6 +322,52 @@ fn refusals() -> Vec<Refusal> {
             says: "installation: Organization",
         },
         Refusal {
+            name: "label-value-too-long",
+            change: |s| s["secret"]["labels"] = json!({ "team": "x".repeat(64) }),
+            field: "spec.secret.labels",
+            says: "63",
+        },
+        Refusal {
+            name: "label-value-with-spaces",
+            change: |s| s["secret"]["labels"] = json!({ "team": "identity team" }),
+            field: "spec.secret.labels",
+            says: "Kubernetes label value",
+        },
+        Refusal {
+            name: "bad-label-key",
+            change: |s| s["secret"]["labels"] = json!({ "team name": "identity" }),
+            field: "spec.secret.labels",
+            says: "Kubernetes label key",
+        },
+        Refusal {
+            name: "reserved-label-key",
+            change: |s| {
+                s["secret"]["labels"] = json!({ "app.kubernetes.io/managed-by": "someone-else" })
+            },
+            field: "spec.secret.labels",
+            says: "set by the operator",
+        },
+        Refusal {
+            name: "bad-annotation-key",
+            change: |s| s["secret"]["annotations"] = json!({ "example.com/a/b": "x" }),
+            field: "spec.secret.annotations",
+            says: "Kubernetes annotation key",
+        },
+        Refusal {
+            name: "reserved-annotation-key",
+            change: |s| {
+                s["secret"]["annotations"] = json!({ "slack-oauth-operator.io/grant": "other" })
+            },
+            field: "spec.secret.annotations",
+            says: "set by the operator",
+        },
+        Refusal {
+            name: "annotation-value-too-long",
+            change: |s| s["secret"]["annotations"] = json!({ "note": "x".repeat(4097) }),
+            field: "spec.secret.annotations",
+            says: "4096",
+        },
+        Refusal {
             name: "unknown-installation",
             change: |s| s["installation"] = json!("Enterprise"),
             field: "spec.installation",

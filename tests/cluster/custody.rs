@@ -387,7 +387,7 @@ async fn sigkill_during_an_exchange_is_reported_on_that_grant_only_with_a_fresh_
     )
     .await;
 
-    let grant = support::wait_for_grant(&s.grants, "scim", |g| {
+    let grant = support::wait_for_grant_within(&s.grants, "scim", Duration::from_secs(60), |g| {
         support::ready_reason(g).as_deref() == Some("ExchangeInterrupted")
             && g.status
                 .as_ref()

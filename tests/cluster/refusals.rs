@@ -284,3 +284,26 @@ async fn secret_owned_by_someone_else_is_never_overwritten() {
     );
     s.assert_all_revoked_but(None);
 }
+
+#[tokio::test]
+#[ignore = "needs the local control plane: run `make test`"]
+async fn the_second_grant_naming_a_taken_secret_loses_its_link_at_once() {
+    let s = Scenario::start("shared-secret-name").await;
+    s.create_client_secret().await;
+    s.apply_grant("first", json!({})).await;
+    s.apply_grant("second", json!({})).await;
+    let first = s.link("first").await;
+    s.link("second").await;
+    assert_eq!(s.approve(&first).await.status, 200);
+    s.wait_ready("first").await;
+    // The first grant's Secret wakes the second, which no longer offers a link that could only
+    // end in a conflict.
+    let second = crate::support::wait_for_grant(&s.grants, "second", |g| {
+        crate::support::ready_reason(g).as_deref() == Some("SecretConflict")
+            && g.status
+                .as_ref()
+                .is_some_and(|st| st.authorization_url.is_none())
+    })
+    .await;
+    assert!(second.status.and_then(|st| st.exchange).is_none());
+}

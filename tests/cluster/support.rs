@@ -392,8 +392,19 @@ pub async fn wait_for_grant(
     name: &str,
     done: impl Fn(&slack_oauth_operator::api::SlackOAuthGrant) -> bool,
 ) -> slack_oauth_operator::api::SlackOAuthGrant {
+    wait_for_grant_within(grants, name, Duration::from_secs(30), done).await
+}
+
+/// Like [`wait_for_grant`], for up to `limit`.
+pub async fn wait_for_grant_within(
+    grants: &Api<slack_oauth_operator::api::SlackOAuthGrant>,
+    name: &str,
+    limit: Duration,
+    done: impl Fn(&slack_oauth_operator::api::SlackOAuthGrant) -> bool,
+) -> slack_oauth_operator::api::SlackOAuthGrant {
     let mut last = None;
-    for _ in 0..300 {
+    let started = std::time::Instant::now();
+    while started.elapsed() < limit {
         if let Ok(grant) = grants.get(name).await {
             if done(&grant) {
                 return grant;
@@ -403,7 +414,7 @@ pub async fn wait_for_grant(
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     panic!(
-        "grant {name} did not reach the expected state within 30 s; last seen: {:#?}",
+        "grant {name} did not reach the expected state within {limit:?}; last seen: {:#?}",
         last.map(|g| g.status)
     );
 }
