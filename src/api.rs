@@ -469,6 +469,24 @@ pub mod reasons {
     pub const EXCHANGE_INTERRUPTED: &str = "ExchangeInterrupted";
     /// The operator requires `spec.teamID` (`--require-team-id`) and the grant has none.
     pub const TEAM_ID_REQUIRED: &str = "TeamIDRequired";
+    /// Reasons a failed attempt leaves on the grant (written by the callback server). The
+    /// controller keeps them next to a fresh link, so the person sees what went wrong, and the
+    /// callback draws every failure it records from this list.
+    pub const ATTEMPT_FAILURES: &[&str] = &[
+        ACCESS_DENIED,
+        AUTHORIZATION_FAILED,
+        INVALID_CODE,
+        BAD_CLIENT_SECRET,
+        INVALID_CLIENT_ID,
+        BAD_REDIRECT_URI,
+        EXCHANGE_FAILED,
+        SLACK_UNAVAILABLE,
+        WRONG_TEAM,
+        WRONG_INSTALLATION,
+        MISSING_SCOPE,
+        SECRET_CONFLICT,
+        EXCHANGE_INTERRUPTED,
+    ];
     /// `TeamPinned`: `spec.teamID` is set.
     pub const TEAM_ID_SET: &str = "TeamIDSet";
     /// `TeamPinned`: `spec.teamID` is not set; any workspace the approver owns may be chosen.

@@ -17,9 +17,9 @@ use tracing::{error, info, warn};
 use crate::{
     admin::{self, Readiness},
     api::FIELD_MANAGER,
-    callback::{self, Callback, MAX_CUSTODIES, state::StateKey},
+    callback::{self, Callback, MAX_CUSTODIES, cluster::KubeCluster, state::StateKey},
     config::Config,
-    controller,
+    controller, events,
     metrics::Metrics,
     slack::{ClientOptions, SlackClient},
 };
@@ -106,17 +106,19 @@ pub async fn run(
 
     let readiness = Readiness::default();
     let metrics = Metrics::default();
-    let recorder = controller::recorder(client.clone());
+    let recorder = events::recorder(client.clone());
     let custody = TaskTracker::new();
     let callback = Arc::new(Callback {
-        client: callback_client,
+        cluster: KubeCluster {
+            client: callback_client,
+            recorder: recorder.clone(),
+        },
         state_key: state_key.clone(),
         instance: instance_id(),
         slots: Arc::new(tokio::sync::Semaphore::new(MAX_CUSTODIES)),
         custody: custody.clone(),
         slack: Arc::new(slack),
         config: config.clone(),
-        recorder: recorder.clone(),
         shutdown: shutdown.clone(),
         metrics: metrics.clone(),
     });

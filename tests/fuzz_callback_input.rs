@@ -4,7 +4,7 @@
 
 use proptest::prelude::*;
 use slack_oauth_operator::callback::{
-    flow,
+    query,
     state::{AuthorizationState, MAX_STATE_LEN, StateKey, is_dns_label, is_dns_subdomain},
 };
 
@@ -86,7 +86,7 @@ proptest! {
         "((state|code|error|x)=[^&]{0,80}&?){0,8}",
         "[%&=+a-zA-Z0-9]{0,5000}",
     ]) {
-        if let Ok(params) = flow::parse(&query) {
+        if let Ok(params) = query::parse(&query) {
             prop_assert!(query.len() <= 4096);
             let states = url::form_urlencoded::parse(query.as_bytes()).filter(|(k, _)| k == "state").count();
             prop_assert!(states <= 1);

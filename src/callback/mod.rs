@@ -5,9 +5,15 @@
 //! Each accepted callback runs as a custody task of its own (see `flow.rs`), at most
 //! [`MAX_CUSTODIES`] at once; beyond that callbacks are shed with a 503 at once, never queued.
 
-pub mod flow;
+mod attempt;
+pub mod cluster;
+mod flow;
+pub mod outcome;
 pub mod pages;
+pub mod query;
 pub mod state;
+#[cfg(test)]
+mod tests;
 
 use std::sync::Arc;
 
@@ -18,13 +24,12 @@ use axum::{
     response::{IntoResponse, Response},
     routing::get,
 };
-use kube::{Client, runtime::events::Recorder};
 use tokio::net::TcpListener;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tower_http::limit::RequestBodyLimitLayer;
 use tracing::info;
 
-use self::pages::Page;
+use self::{cluster::Cluster, pages::Page};
 use crate::{
     config::Config,
     metrics::Metrics,
@@ -36,9 +41,9 @@ use crate::{
 pub const MAX_CUSTODIES: usize = 64;
 
 /// What the callback handler needs.
-pub struct Callback<S> {
-    /// A client of the callback's own, with connect, read and write timeouts.
-    pub client: Client,
+pub struct Callback<S, C = cluster::KubeCluster> {
+    /// Kubernetes, as the callback sees it.
+    pub cluster: C,
     pub state_key: state::StateKey,
     /// Who this process is, in the exchange records it leaves on grants.
     pub instance: String,
@@ -48,24 +53,23 @@ pub struct Callback<S> {
     pub custody: TaskTracker,
     pub slack: Arc<S>,
     pub config: Arc<Config>,
-    pub recorder: Recorder,
     /// Cancelled when the process is stopping: a token that cannot be stored then is revoked.
     pub shutdown: CancellationToken,
     pub metrics: Metrics,
 }
 
 /// The callback service, without a socket.
-pub fn router<S: SlackApi>(callback: Arc<Callback<S>>) -> Router {
+pub fn router<S: SlackApi, C: Cluster>(callback: Arc<Callback<S, C>>) -> Router {
     Router::new()
-        .route("/oauth/callback", get(handle::<S>))
+        .route("/oauth/callback", get(handle::<S, C>))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(RequestBodyLimitLayer::new(1024))
         .with_state(callback)
 }
 
-async fn handle<S: SlackApi>(
-    State(callback): State<Arc<Callback<S>>>,
+async fn handle<S: SlackApi, C: Cluster>(
+    State(callback): State<Arc<Callback<S, C>>>,
     RawQuery(query): RawQuery,
 ) -> Response {
     flow::handle(&callback, query.as_deref().unwrap_or_default())

@@ -13,12 +13,11 @@ use std::{sync::Arc, time::Duration};
 use futures::StreamExt;
 use k8s_openapi::{api::core::v1::Secret, jiff::Timestamp};
 use kube::{
-    Api, Client, Resource, ResourceExt,
-    api::PostParams,
+    Api, Client, ResourceExt,
     runtime::{
         Controller, WatchStreamExt,
         controller::Action,
-        events::{Event, EventType, Recorder, Reporter},
+        events::Recorder,
         reflector::{self, ObjectRef, Store},
         watcher,
     },
@@ -27,28 +26,18 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, instrument, warn};
 
 pub use self::plan::{
-    ClientSecret, EXCHANGE_ORPHANED_AFTER, EXCHANGE_RENEW_EVERY, Inputs, Plan, PlannedEvent,
-    TokenSecret, plan,
+    ClientSecret, EXCHANGE_ORPHANED_AFTER, EXCHANGE_RENEW_EVERY, Inputs, Plan, TokenSecret, plan,
 };
 use crate::{
     api::{MANAGED_BY, SlackOAuthGrant, labels},
     authorization::{self, manages, read_secret_record, shared_with},
     callback::state::{AuthorizationState, StateKey},
     config::Config,
+    events,
     metrics::Metrics,
+    retry::Backoff,
+    status,
 };
-
-/// The name Events are reported under.
-pub const REPORTER: &str = "slack-oauth-operator";
-
-/// The one Event recorder of the process, shared by the controller and the callback server.
-pub fn recorder(client: Client) -> Recorder {
-    let reporter = Reporter {
-        controller: REPORTER.to_owned(),
-        instance: std::env::var("POD_NAME").ok(),
-    };
-    Recorder::new(client, reporter)
-}
 
 /// Errors from reconciling one grant.
 #[derive(Debug, thiserror::Error)]
@@ -62,7 +51,7 @@ pub enum Error {
         source: Box<kube::Error>,
     },
     #[error("failed to write the grant's status")]
-    WriteStatus(#[source] kube::Error),
+    WriteStatus(#[source] status::Error),
     #[error("failed to {0} within the deadline")]
     TimedOut(&'static str),
     #[error("failed to list the Secrets shared with grants")]
@@ -146,7 +135,7 @@ async fn run_in(
             secrets.clone(),
             watcher::Config::default().labels(&format!("{}=true", labels::SHARED_WITH_GRANTS)),
         )
-        .backoff(WatchBackoff::default()),
+        .backoff(Backoff::watch()),
     )
     .applied_objects();
     let (ready_tx, shared_ready) = tokio::sync::watch::channel(false);
@@ -183,7 +172,7 @@ async fn run_in(
                 &grant.spec.client_secret_ref.name
             })
         })
-        .trigger_backoff(WatchBackoff::default())
+        .trigger_backoff(Backoff::watch())
         .graceful_shutdown_on(async move { shutdown.cancelled().await })
         .run(reconcile, error_policy, context.clone())
         .for_each(|result| async {
@@ -281,23 +270,16 @@ async fn reconcile(grant: Arc<SlackOAuthGrant>, context: Arc<Context>) -> Result
 
     // Apply.
     if grant.status.as_ref() != Some(&plan.status) {
-        let mut updated = (*grant).clone();
-        updated.status = Some(plan.status.clone());
-        updated.metadata.managed_fields = None;
-        // A replace carries the resourceVersion we planned from, so a status the callback server
-        // wrote meanwhile is never overwritten: the conflict requeues with a fresh read.
+        // The update carries the resourceVersion we planned from, so a status the callback
+        // server wrote meanwhile is never overwritten: the conflict requeues with a fresh read.
         let grants = Api::<SlackOAuthGrant>::namespaced(context.client.clone(), &namespace);
-        tokio::time::timeout(
-            API_CALL_TIMEOUT,
-            grants.replace_status(&grant.name_any(), &PostParams::default(), &updated),
-        )
-        .await
-        .map_err(|_| Error::TimedOut("write the grant's status"))?
-        .map_err(Error::WriteStatus)?;
+        status::update(&grants, &grant, plan.status.clone())
+            .await
+            .map_err(Error::WriteStatus)?;
         info!(phase = ?plan.status.phase, reason = %plan.status.conditions[0].reason, "status updated");
     }
     for event in &plan.events {
-        publish(&context.recorder, &grant, event).await;
+        events::publish(&context.recorder, &grant, event).await;
     }
     Ok(match plan.requeue_after {
         Some(after) => Action::requeue(after),
@@ -305,42 +287,8 @@ async fn reconcile(grant: Arc<SlackOAuthGrant>, context: Arc<Context>) -> Result
     })
 }
 
-/// Backoff between attempts to re-establish the watches: 0.5 s doubling to 5 s, so that the
-/// controller catches up within seconds of an API server outage (kube's default goes to 30 s).
-#[derive(Clone, Debug)]
-struct WatchBackoff {
-    next: Duration,
-}
-
-impl Default for WatchBackoff {
-    fn default() -> Self {
-        Self {
-            next: WATCH_BACKOFF_MIN,
-        }
-    }
-}
-
-const WATCH_BACKOFF_MIN: Duration = Duration::from_millis(500);
-const WATCH_BACKOFF_MAX: Duration = Duration::from_secs(5);
-
-impl Iterator for WatchBackoff {
-    type Item = Duration;
-
-    fn next(&mut self) -> Option<Duration> {
-        let wait = self.next;
-        self.next = (self.next * 2).min(WATCH_BACKOFF_MAX);
-        Some(wait)
-    }
-}
-
-impl kube::runtime::utils::Backoff for WatchBackoff {
-    fn reset(&mut self) {
-        self.next = WATCH_BACKOFF_MIN;
-    }
-}
-
 fn error_policy(grant: Arc<SlackOAuthGrant>, error: &Error, _context: Arc<Context>) -> Action {
-    let conflict = matches!(error, Error::WriteStatus(e) if is_conflict(e));
+    let conflict = matches!(error, Error::WriteStatus(e) if e.is_conflict());
     warn!(
         namespace = grant.namespace().as_deref().unwrap_or(""),
         grant = %grant.name_any(),
@@ -353,10 +301,6 @@ fn error_policy(grant: Arc<SlackOAuthGrant>, error: &Error, _context: Arc<Contex
     } else {
         Duration::from_secs(5)
     })
-}
-
-fn is_conflict(error: &kube::Error) -> bool {
-    matches!(error, kube::Error::Api(status) if status.code == 409)
 }
 
 /// Deadline of each request the controller makes besides its watches (which are long-lived).
@@ -381,31 +325,4 @@ fn has_key(secret: &Secret, key: &str) -> bool {
             .string_data
             .as_ref()
             .is_some_and(|d| d.get(key).is_some_and(|v| !v.is_empty()))
-}
-
-/// Publishes an Event about the grant. Failing to publish one is logged, never fatal.
-pub async fn publish(recorder: &Recorder, grant: &SlackOAuthGrant, event: &PlannedEvent) {
-    let event = Event {
-        type_: if event.warning {
-            EventType::Warning
-        } else {
-            EventType::Normal
-        },
-        reason: event.reason.to_owned(),
-        note: Some(event.note.clone()),
-        action: "Reconcile".to_owned(),
-        secondary: None,
-    };
-    match tokio::time::timeout(
-        API_CALL_TIMEOUT,
-        recorder.publish(&event, &grant.object_ref(&())),
-    )
-    .await
-    {
-        Ok(Ok(())) => {}
-        Ok(Err(error)) => {
-            warn!(error = &error as &dyn std::error::Error, reason = %event.reason, "failed to publish an Event");
-        }
-        Err(_) => warn!(reason = %event.reason, "failed to publish an Event within the deadline"),
-    }
 }

@@ -13,6 +13,7 @@ use crate::{
     api::{InstallationStatus, Phase, SlackOAuthGrant, SlackOAuthGrantStatus, conditions, reasons},
     authorization::{state_of, team_label},
     callback::state::AuthorizationState,
+    events::PlannedEvent,
 };
 
 /// How long an exchange in flight may go without its holder renewing it (it renews every
@@ -61,14 +62,6 @@ pub struct Inputs<'a> {
     pub fresh_link: &'a dyn Fn() -> (String, Timestamp),
 }
 
-/// An Event to publish about the grant.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct PlannedEvent {
-    pub warning: bool,
-    pub reason: &'static str,
-    pub note: String,
-}
-
 /// The outcome of planning.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Plan {
@@ -76,24 +69,6 @@ pub struct Plan {
     pub events: Vec<PlannedEvent>,
     pub requeue_after: Option<Duration>,
 }
-
-/// Reasons the callback server records after a failed attempt; the controller keeps them, with
-/// a fresh link, so the person sees what went wrong.
-const CALLBACK_FAILURES: &[&str] = &[
-    reasons::ACCESS_DENIED,
-    reasons::AUTHORIZATION_FAILED,
-    reasons::INVALID_CODE,
-    reasons::BAD_CLIENT_SECRET,
-    reasons::INVALID_CLIENT_ID,
-    reasons::BAD_REDIRECT_URI,
-    reasons::EXCHANGE_FAILED,
-    reasons::SLACK_UNAVAILABLE,
-    reasons::WRONG_TEAM,
-    reasons::WRONG_INSTALLATION,
-    reasons::MISSING_SCOPE,
-    reasons::SECRET_CONFLICT,
-    reasons::EXCHANGE_INTERRUPTED,
-];
 
 pub fn plan(inputs: &Inputs<'_>) -> Plan {
     let grant = inputs.grant;
@@ -207,7 +182,7 @@ pub fn plan(inputs: &Inputs<'_>) -> Plan {
                 }
             }
             let kept_failure = ready.filter(|c| {
-                CALLBACK_FAILURES.contains(&c.reason.as_str())
+                reasons::ATTEMPT_FAILURES.contains(&c.reason.as_str())
                     && c.observed_generation == Some(generation)
             });
             if exchange_pending && status.authorization_url.is_none() {
@@ -220,7 +195,7 @@ pub fn plan(inputs: &Inputs<'_>) -> Plan {
                     "The operator stopped while it was exchanging a Slack approval, so Slack may have issued a token that nobody holds: revoke it in Slack (the workspace's or organization's app management page, under the app's authorizations), then approve the new link in status.authorizationURL.".to_owned(),
                 )
             } else if let Some(failure) = kept_failure {
-                let reason = CALLBACK_FAILURES
+                let reason = reasons::ATTEMPT_FAILURES
                     .iter()
                     .copied()
                     .find(|r| *r == failure.reason)

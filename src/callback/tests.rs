@@ -1,0 +1,523 @@
+//! The callback in-process: `router()` without a socket, an in-memory Kubernetes and a fake
+//! Slack. Every refusal the cluster suite covers end to end is checked here too, in
+//! milliseconds, with what it must not do (no read, no write, no Slack call).
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+};
+
+use axum::{
+    body::Body,
+    http::{Request, StatusCode},
+};
+use clap::Parser;
+use k8s_openapi::{ByteString, api::core::v1::Secret, jiff::Timestamp};
+use kube::ResourceExt;
+use secrecy::{ExposeSecret, SecretString};
+use serde_json::json;
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
+use tower::ServiceExt;
+
+use super::{
+    Callback, MAX_CUSTODIES,
+    cluster::{CallError, Cluster, WriteOutcome},
+    router,
+    state::{AuthorizationState, StateKey},
+};
+use crate::{
+    api::SlackOAuthGrant,
+    config::Flags,
+    events::PlannedEvent,
+    metrics::Metrics,
+    slack::{CodeExchange, OAuthAccess, SlackApi, SlackError},
+};
+
+const NS: &str = "pf";
+const NAME: &str = "scim";
+const UID: &str = "uid-1";
+
+/// Slack, answering every exchange with `answer`, and remembering what was revoked.
+struct FakeSlack {
+    answer: Mutex<Option<Result<OAuthAccess, SlackError>>>,
+    exchanges: Mutex<usize>,
+    revoked: Mutex<Vec<String>>,
+}
+
+impl FakeSlack {
+    fn answering(answer: Result<OAuthAccess, SlackError>) -> Self {
+        Self {
+            answer: Mutex::new(Some(answer)),
+            exchanges: Mutex::new(0),
+            revoked: Mutex::default(),
+        }
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl SlackApi for FakeSlack {
+    async fn exchange_code(
+        &self,
+        _: &CodeExchange,
+        _: tokio::time::Instant,
+    ) -> Result<OAuthAccess, SlackError> {
+        *lock(&self.exchanges) += 1;
+        lock(&self.answer).take().unwrap_or(Err(SlackError::Api {
+            method: "oauth.v2.access",
+            code: "invalid_code".into(),
+        }))
+    }
+
+    async fn revoke(
+        &self,
+        token: &SecretString,
+        _: tokio::time::Instant,
+    ) -> Result<(), SlackError> {
+        lock(&self.revoked).push(token.expose_secret().to_owned());
+        Ok(())
+    }
+}
+
+/// Kubernetes in memory: one grant, Secrets by name, and a log of every call.
+#[derive(Default)]
+struct FakeCluster {
+    grant: Mutex<Option<SlackOAuthGrant>>,
+    secrets: Mutex<HashMap<String, Secret>>,
+    /// What `write_token_secret` answers; `None` writes the Secret.
+    write: Mutex<Option<Result<WriteOutcome, u16>>>,
+    calls: Mutex<Vec<String>>,
+    failures: Mutex<Vec<&'static str>>,
+    events: Mutex<Vec<&'static str>>,
+}
+
+impl FakeCluster {
+    fn call(&self, what: &str) {
+        lock(&self.calls).push(what.to_owned());
+    }
+
+    fn calls(&self) -> Vec<String> {
+        lock(&self.calls).clone()
+    }
+}
+
+fn api_error(code: u16) -> CallError {
+    CallError::Kube(Box::new(kube::Error::Api(
+        kube::core::Status::failure("refused", "Refused")
+            .with_code(code)
+            .boxed(),
+    )))
+}
+
+impl Cluster for FakeCluster {
+    async fn grant(&self, _: &str, _: &str) -> Result<Option<SlackOAuthGrant>, CallError> {
+        self.call("get grant");
+        Ok(lock(&self.grant).clone())
+    }
+
+    async fn claim(
+        &self,
+        grant: &SlackOAuthGrant,
+        holder: &str,
+        now: Timestamp,
+    ) -> Result<Option<SlackOAuthGrant>, CallError> {
+        self.call("claim");
+        let mut stored = lock(&self.grant);
+        let Some(current) = stored.as_mut() else {
+            return Ok(None);
+        };
+        let status = current.status.get_or_insert_default();
+        if current.metadata.resource_version != grant.metadata.resource_version
+            || status.authorization_url.take().is_none()
+        {
+            return Ok(None);
+        }
+        status.exchange = Some(crate::api::ExchangeStatus {
+            holder: holder.to_owned(),
+            started_at: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(now),
+            renewed_at: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(now),
+        });
+        current.metadata.resource_version = Some("2".into());
+        Ok(Some(current.clone()))
+    }
+
+    async fn renew(&self, _: &SlackOAuthGrant, _: &str, _: Timestamp) -> Result<(), CallError> {
+        self.call("renew");
+        Ok(())
+    }
+
+    async fn record_failure(
+        &self,
+        _: &SlackOAuthGrant,
+        reason: &'static str,
+        _: &str,
+        _: Timestamp,
+    ) -> Result<(), CallError> {
+        self.call("record failure");
+        lock(&self.failures).push(reason);
+        Ok(())
+    }
+
+    async fn secret(&self, _: &str, name: &str) -> Result<Option<Secret>, CallError> {
+        self.call("get secret");
+        Ok(lock(&self.secrets).get(name).cloned())
+    }
+
+    async fn write_token_secret(
+        &self,
+        _: &SlackOAuthGrant,
+        desired: &Secret,
+    ) -> Result<WriteOutcome, CallError> {
+        self.call("write secret");
+        match lock(&self.write).clone() {
+            Some(Ok(outcome)) => Ok(outcome),
+            Some(Err(code)) => Err(api_error(code)),
+            None => {
+                lock(&self.secrets).insert(desired.name_any(), desired.clone());
+                Ok(WriteOutcome::Written)
+            }
+        }
+    }
+
+    async fn publish(&self, _: &SlackOAuthGrant, event: &PlannedEvent) {
+        lock(&self.events).push(event.reason);
+    }
+}
+
+impl Clone for WriteOutcome {
+    fn clone(&self) -> Self {
+        match self {
+            Self::Written => Self::Written,
+            Self::Foreign => Self::Foreign,
+        }
+    }
+}
+
+/// A test: the key, the fakes, and the state of the grant's published link.
+struct Harness {
+    key: StateKey,
+    callback: Arc<Callback<FakeSlack, FakeCluster>>,
+    state: String,
+}
+
+fn user_install(team: &str) -> OAuthAccess {
+    serde_json::from_value(json!({
+        "ok": true, "app_id": "A1",
+        "authed_user": { "id": "U1", "scope": "admin", "access_token": "xoxp-issued", "token_type": "user" },
+        "team": { "id": team, "name": "Acme" }, "enterprise": null, "is_enterprise_install": false
+    }))
+    .expect("Slack's answer")
+}
+
+fn client_secret(shared: bool) -> Secret {
+    let labels = if shared {
+        json!({ "slack-oauth-operator.io/shared-with-grants": "true" })
+    } else {
+        json!({})
+    };
+    let mut secret: Secret = serde_json::from_value(json!({
+        "metadata": { "name": "slack-app", "namespace": NS, "labels": labels }
+    }))
+    .expect("secret");
+    secret.data = Some(
+        [("clientSecret".to_owned(), ByteString(b"s3cret".to_vec()))]
+            .into_iter()
+            .collect(),
+    );
+    secret
+}
+
+impl Harness {
+    fn new(answer: Result<OAuthAccess, SlackError>) -> Self {
+        let key = StateKey::generate();
+        let expires = Timestamp::now().as_second() + 3600;
+        let state = key.sign(&AuthorizationState::issue(NS, NAME, UID, 1, expires));
+        let grant: SlackOAuthGrant = serde_json::from_value(json!({
+            "apiVersion": "slack-oauth-operator.io/v1alpha1", "kind": "SlackOAuthGrant",
+            "metadata": { "name": NAME, "namespace": NS, "uid": UID, "generation": 1, "resourceVersion": "1" },
+            "spec": { "clientID": "1.2", "clientSecretRef": { "name": "slack-app" }, "teamID": "T1",
+                      "secret": { "name": "slack-token" } },
+            "status": { "authorizationURL": format!("https://slack.com/oauth/v2/authorize?client_id=1.2&state={state}") }
+        }))
+        .expect("grant");
+        let cluster = FakeCluster::default();
+        *lock(&cluster.grant) = Some(grant);
+        lock(&cluster.secrets).insert("slack-app".into(), client_secret(true));
+        let config = Flags::try_parse_from(["op", "--public-url", "https://op.example.com"])
+            .expect("flags")
+            .validate()
+            .expect("config");
+        let callback = Arc::new(Callback {
+            cluster,
+            state_key: key.clone(),
+            instance: "test/1".into(),
+            slots: Arc::new(tokio::sync::Semaphore::new(MAX_CUSTODIES)),
+            custody: TaskTracker::new(),
+            slack: Arc::new(FakeSlack::answering(answer)),
+            config: Arc::new(config),
+            shutdown: CancellationToken::new(),
+            metrics: Metrics::default(),
+        });
+        Self {
+            key,
+            callback,
+            state,
+        }
+    }
+
+    fn approving() -> Self {
+        Self::new(Ok(user_install("T1")))
+    }
+
+    fn cluster(&self) -> &FakeCluster {
+        &self.callback.cluster
+    }
+
+    async fn get(&self, query: &str) -> (StatusCode, String) {
+        let request = Request::get(format!("/oauth/callback?{query}"))
+            .body(Body::empty())
+            .expect("request");
+        let response = router(self.callback.clone())
+            .oneshot(request)
+            .await
+            .expect("an answer");
+        let status = response.status();
+        let body = axum::body::to_bytes(response.into_body(), 1 << 20)
+            .await
+            .expect("body");
+        (status, String::from_utf8_lossy(&body).into_owned())
+    }
+
+    fn exchanges(&self) -> usize {
+        *lock(&self.callback.slack.exchanges)
+    }
+
+    fn revoked(&self) -> Vec<String> {
+        lock(&self.callback.slack.revoked).clone()
+    }
+
+    fn failures(&self) -> Vec<&'static str> {
+        lock(&self.cluster().failures).clone()
+    }
+
+    fn stored(&self) -> bool {
+        lock(&self.cluster().secrets).contains_key("slack-token")
+    }
+}
+
+fn assert_page(answer: &(StatusCode, String), status: u16, says: &str) {
+    assert_eq!(answer.0.as_u16(), status, "{}", answer.1);
+    assert!(
+        answer.1.contains(says),
+        "page should say {says:?}: {}",
+        answer.1
+    );
+}
+
+#[tokio::test]
+async fn forged_malformed_and_stateless_callbacks_touch_nothing() {
+    let h = Harness::approving();
+    let other = StateKey::generate().sign(&AuthorizationState::issue(NS, NAME, UID, 1, i64::MAX));
+    for (query, says) in [
+        ("code=abc".to_owned(), "has no state"),
+        (
+            "state=a&state=b".to_owned(),
+            "not a valid authorization response",
+        ),
+        (
+            "code=abc&state=forged-by-someone".to_owned(),
+            "not issued by this operator",
+        ),
+        (
+            format!("code=abc&state={other}"),
+            "not issued by this operator",
+        ),
+        (
+            format!("code=abc&state={}", "x".repeat(5000)),
+            "not a valid authorization response",
+        ),
+    ] {
+        assert_page(&h.get(&query).await, 400, says);
+    }
+    assert!(h.cluster().calls().is_empty(), "{:?}", h.cluster().calls());
+    assert_eq!(h.exchanges(), 0);
+}
+
+#[tokio::test]
+async fn an_expired_link_is_refused_without_a_lookup() {
+    let h = Harness::approving();
+    let expired = h.key.sign(&AuthorizationState::issue(NS, NAME, UID, 1, 1));
+    assert_page(
+        &h.get(&format!("code=c&state={expired}")).await,
+        410,
+        "expired",
+    );
+    assert!(h.cluster().calls().is_empty());
+}
+
+#[tokio::test]
+async fn links_of_a_deleted_or_changed_grant_get_one_answer_and_change_nothing() {
+    let h = Harness::approving();
+    let recreated = h
+        .key
+        .sign(&AuthorizationState::issue(NS, NAME, "uid-0", 1, i64::MAX));
+    let older = h
+        .key
+        .sign(&AuthorizationState::issue(NS, NAME, UID, 0, i64::MAX));
+    for state in [recreated, older] {
+        assert_page(
+            &h.get(&format!("code=c&state={state}")).await,
+            410,
+            "changed or deleted",
+        );
+    }
+    *lock(&h.cluster().grant) = None;
+    assert_page(
+        &h.get(&format!("code=c&state={}", h.state)).await,
+        410,
+        "changed or deleted",
+    );
+    assert!(!h.cluster().calls().iter().any(|c| c != "get grant"));
+    assert_eq!(h.exchanges(), 0);
+}
+
+#[tokio::test]
+async fn a_replayed_link_is_refused_before_it_reaches_slack() {
+    let h = Harness::approving();
+    let query = format!("code=c&state={}", h.state);
+    assert_eq!(h.get(&query).await.0, StatusCode::OK);
+    assert_page(&h.get(&query).await, 409, "already been used");
+    assert_eq!(h.exchanges(), 1);
+}
+
+#[tokio::test]
+async fn an_approval_stores_the_token_and_revokes_nothing() {
+    let h = Harness::approving();
+    assert_page(
+        &h.get(&format!("code=c&state={}", h.state)).await,
+        200,
+        "Slack authorization complete",
+    );
+    assert!(h.stored());
+    assert!(h.revoked().is_empty());
+    assert!(h.failures().is_empty());
+}
+
+#[tokio::test]
+async fn a_declined_or_codeless_callback_is_recorded_without_a_slack_call() {
+    let h = Harness::approving();
+    assert_page(
+        &h.get(&format!("error=access_denied&state={}", h.state))
+            .await,
+        403,
+        "declined",
+    );
+    assert_eq!(h.failures(), ["AccessDenied"]);
+    assert_eq!(lock(&h.cluster().events).as_slice(), ["AccessDenied"]);
+
+    let h = Harness::approving();
+    assert_page(
+        &h.get(&format!("state={}", h.state)).await,
+        400,
+        "without an authorization code",
+    );
+    assert_eq!(h.failures(), ["AuthorizationFailed"]);
+    assert_eq!(h.exchanges(), 0);
+}
+
+#[tokio::test]
+async fn a_client_secret_not_shared_with_the_grant_is_missing_and_nothing_reaches_slack() {
+    let h = Harness::approving();
+    lock(&h.cluster().secrets).insert("slack-app".into(), client_secret(false));
+    assert_page(
+        &h.get(&format!("code=c&state={}", h.state)).await,
+        503,
+        "not shared with this grant",
+    );
+    assert_eq!(h.failures(), ["ClientSecretMissing"]);
+    assert_eq!(h.exchanges(), 0);
+}
+
+#[tokio::test]
+async fn slack_refusing_the_code_is_recorded() {
+    let h = Harness::new(Err(SlackError::Api {
+        method: "oauth.v2.access",
+        code: "invalid_code".into(),
+    }));
+    assert_page(
+        &h.get(&format!("code=c&state={}", h.state)).await,
+        400,
+        "invalid_code",
+    );
+    assert_eq!(h.failures(), ["InvalidCode"]);
+    assert!(!h.stored());
+}
+
+#[tokio::test]
+async fn an_approval_from_another_team_is_revoked() {
+    let h = Harness::new(Ok(user_install("T9")));
+    assert_page(
+        &h.get(&format!("code=c&state={}", h.state)).await,
+        403,
+        "T9",
+    );
+    assert_eq!(h.failures(), ["WrongTeam"]);
+    assert_eq!(h.revoked(), ["xoxp-issued"]);
+    assert!(!h.stored());
+}
+
+#[tokio::test]
+async fn a_secret_that_is_not_the_grants_or_is_refused_for_good_means_a_revoke() {
+    for (write, status, reason) in [
+        (Ok(WriteOutcome::Foreign), 409, "SecretConflict"),
+        (Err(422), 502, "ExchangeFailed"),
+        (Err(403), 502, "ExchangeFailed"),
+    ] {
+        let h = Harness::approving();
+        *lock(&h.cluster().write) = Some(write);
+        let answer = h.get(&format!("code=c&state={}", h.state)).await;
+        assert_eq!(answer.0.as_u16(), status, "{}", answer.1);
+        assert_eq!(h.failures(), [reason]);
+        assert_eq!(h.revoked(), ["xoxp-issued"], "revoked at once, not retried");
+        assert_eq!(
+            h.cluster()
+                .calls()
+                .iter()
+                .filter(|c| *c == "write secret")
+                .count(),
+            1
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_callback_beyond_the_custody_bound_is_shed_at_once() {
+    let h = Harness::approving();
+    let _taken = h
+        .callback
+        .slots
+        .clone()
+        .acquire_many_owned(MAX_CUSTODIES as u32)
+        .await
+        .expect("slots");
+    let request = Request::get(format!("/oauth/callback?code=c&state={}", h.state))
+        .body(Body::empty())
+        .expect("request");
+    let response = router(h.callback.clone())
+        .oneshot(request)
+        .await
+        .expect("answer");
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(
+        response
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok()),
+        Some("5")
+    );
+    assert!(h.cluster().calls().is_empty());
+}
