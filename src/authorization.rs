@@ -98,84 +98,18 @@ pub fn approve(
     access: &OAuthAccess,
     now: Timestamp,
 ) -> Result<Approved, Mismatch> {
-    match (spec.installation, access.is_enterprise_install) {
-        (Installation::Organization, false) => return Err(Mismatch::NotOrganizationInstall),
-        (Installation::Workspace, true) => return Err(Mismatch::UnexpectedOrganizationInstall),
-        _ => {}
-    }
-    let team_id = access.team.as_ref().map(|t| t.id.clone());
-    let enterprise_id = access.enterprise.as_ref().map(|e| e.id.clone());
-    if let Some(want) = &spec.team_id {
-        let matches = team_id.as_deref() == Some(want.as_str())
-            || enterprise_id.as_deref() == Some(want.as_str());
-        if !matches {
-            let got = team_id
-                .clone()
-                .or(enterprise_id.clone())
-                .unwrap_or_else(|| "an unknown team".to_owned());
-            return Err(Mismatch::WrongTeam {
-                want: want.clone(),
-                got,
-            });
-        }
-    }
-
+    check_installation(spec, access)?;
     let kind = spec.effective_token();
-    let (token, refresh_token, expires_in, granted) = match kind {
-        TokenKind::User => {
-            let user = access
-                .authed_user
-                .as_ref()
-                .ok_or(Mismatch::MissingToken("user"))?;
-            let token = user
-                .access_token
-                .clone()
-                .ok_or(Mismatch::MissingToken("user"))?;
-            (
-                token,
-                user.refresh_token.clone(),
-                user.expires_in,
-                user.scope.clone().unwrap_or_default(),
-            )
-        }
-        TokenKind::Bot => {
-            let token = access
-                .access_token
-                .clone()
-                .ok_or(Mismatch::MissingToken("bot"))?;
-            (
-                token,
-                access.refresh_token.clone(),
-                access.expires_in,
-                access.scope.clone().unwrap_or_default(),
-            )
-        }
-    };
-    let granted: Vec<String> = granted
-        .split(',')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(str::to_owned)
-        .collect();
+    let (token, refresh_token, expires_in, granted) = pick_token(kind, access)?;
     let requested = match kind {
         TokenKind::User => &spec.user_scopes,
         TokenKind::Bot => &spec.bot_scopes,
     };
-    let missing: Vec<&str> = requested
-        .iter()
-        .filter(|s| !granted.contains(s))
-        .map(String::as_str)
-        .collect();
-    if !missing.is_empty() {
-        return Err(Mismatch::MissingScopes {
-            missing: missing.join(","),
-        });
-    }
-
+    let granted = check_scopes(requested, &granted)?;
     let installation = InstallationStatus {
-        team_id,
+        team_id: access.team.as_ref().map(|t| t.id.clone()),
         team_name: access.team.as_ref().and_then(|t| t.name.clone()),
-        enterprise_id,
+        enterprise_id: access.enterprise.as_ref().map(|e| e.id.clone()),
         enterprise_name: access.enterprise.as_ref().and_then(|e| e.name.clone()),
         enterprise_install: access.is_enterprise_install,
         authorized_user_id: access.authed_user.as_ref().map(|u| u.id.clone()),
@@ -189,6 +123,85 @@ pub fn approve(
         expires_in,
         installation,
     })
+}
+
+/// The install level and the team are the ones the grant asks for.
+fn check_installation(spec: &SlackOAuthGrantSpec, access: &OAuthAccess) -> Result<(), Mismatch> {
+    match (spec.installation, access.is_enterprise_install) {
+        (Installation::Organization, false) => return Err(Mismatch::NotOrganizationInstall),
+        (Installation::Workspace, true) => return Err(Mismatch::UnexpectedOrganizationInstall),
+        _ => {}
+    }
+    let Some(want) = &spec.team_id else {
+        return Ok(());
+    };
+    let team_id = access.team.as_ref().map(|t| t.id.as_str());
+    let enterprise_id = access.enterprise.as_ref().map(|e| e.id.as_str());
+    if team_id == Some(want.as_str()) || enterprise_id == Some(want.as_str()) {
+        return Ok(());
+    }
+    Err(Mismatch::WrongTeam {
+        want: want.clone(),
+        got: team_id
+            .or(enterprise_id)
+            .unwrap_or("an unknown team")
+            .to_owned(),
+    })
+}
+
+/// The token of `kind` in Slack's answer, with its refresh token, lifetime and granted scopes.
+type Picked = (SecretString, Option<SecretString>, Option<u64>, String);
+
+fn pick_token(kind: TokenKind, access: &OAuthAccess) -> Result<Picked, Mismatch> {
+    match kind {
+        TokenKind::User => {
+            let user = access
+                .authed_user
+                .as_ref()
+                .ok_or(Mismatch::MissingToken("user"))?;
+            let token = user
+                .access_token
+                .clone()
+                .ok_or(Mismatch::MissingToken("user"))?;
+            let scope = user.scope.clone().unwrap_or_default();
+            Ok((token, user.refresh_token.clone(), user.expires_in, scope))
+        }
+        TokenKind::Bot => {
+            let token = access
+                .access_token
+                .clone()
+                .ok_or(Mismatch::MissingToken("bot"))?;
+            let scope = access.scope.clone().unwrap_or_default();
+            Ok((
+                token,
+                access.refresh_token.clone(),
+                access.expires_in,
+                scope,
+            ))
+        }
+    }
+}
+
+/// Every requested scope was granted; returns the granted ones.
+fn check_scopes(requested: &[String], granted: &str) -> Result<Vec<String>, Mismatch> {
+    let granted: Vec<String> = granted
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect();
+    let missing: Vec<&str> = requested
+        .iter()
+        .filter(|s| !granted.contains(s))
+        .map(String::as_str)
+        .collect();
+    if missing.is_empty() {
+        Ok(granted)
+    } else {
+        Err(Mismatch::MissingScopes {
+            missing: missing.join(","),
+        })
+    }
 }
 
 /// The name Slack users know the approving team by, for pages and Events.

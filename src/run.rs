@@ -81,13 +81,6 @@ pub async fn run(
 ) -> Result<(), Error> {
     let config = Arc::new(config);
     let client = Client::try_from(kube_config.clone()).map_err(Error::Kubernetes)?;
-    let mut callback_config = kube_config;
-    callback_config.connect_timeout = Some(CALLBACK_CLIENT_TIMEOUT);
-    callback_config.read_timeout = Some(CALLBACK_CLIENT_TIMEOUT);
-    callback_config.write_timeout = Some(CALLBACK_CLIENT_TIMEOUT);
-    let callback_client = Client::try_from(callback_config).map_err(Error::Kubernetes)?;
-    let slack = SlackClient::new(config.slack_api_url.clone(), ClientOptions::default())
-        .map_err(Error::SlackClient)?;
     let callback_listener =
         listen(config.callback_addr, CALLBACK_BACKLOG).map_err(|source| Error::BindCallback {
             addr: config.callback_addr,
@@ -107,21 +100,15 @@ pub async fn run(
     let readiness = Readiness::default();
     let metrics = Metrics::default();
     let recorder = events::recorder(client.clone());
-    let custody = TaskTracker::new();
-    let callback = Arc::new(Callback {
-        cluster: KubeCluster {
-            client: callback_client,
-            recorder: recorder.clone(),
-        },
-        state_key: state_key.clone(),
-        instance: instance_id(),
-        slots: Arc::new(tokio::sync::Semaphore::new(MAX_CUSTODIES)),
-        custody: custody.clone(),
-        slack: Arc::new(slack),
-        config: config.clone(),
-        shutdown: shutdown.clone(),
-        metrics: metrics.clone(),
-    });
+    let callback = callback_of(
+        kube_config,
+        &config,
+        &state_key,
+        &recorder,
+        &metrics,
+        &shutdown,
+    )?;
+    let custody = callback.custody.clone();
     info!(
         callback = %callback_listener.local_addr().map(|a| a.to_string()).unwrap_or_default(),
         admin = %admin_listener.local_addr().map(|a| a.to_string()).unwrap_or_default(),
@@ -160,8 +147,50 @@ pub async fn run(
             }
         }
     }
-    // Callbacks in custody finish (storing their token, or revoking it) before the process
-    // exits, each within its own shutdown budget.
+    stop(&shutdown, callbacks, custody, admin).await;
+    Ok(())
+}
+
+/// The callback server's state: its own Kubernetes client (with timeouts), Slack, the key.
+fn callback_of(
+    kube_config: kube::Config,
+    config: &Arc<Config>,
+    state_key: &StateKey,
+    recorder: &Recorder,
+    metrics: &Metrics,
+    shutdown: &CancellationToken,
+) -> Result<Arc<Callback<SlackClient>>, Error> {
+    let mut callback_config = kube_config;
+    callback_config.connect_timeout = Some(CALLBACK_CLIENT_TIMEOUT);
+    callback_config.read_timeout = Some(CALLBACK_CLIENT_TIMEOUT);
+    callback_config.write_timeout = Some(CALLBACK_CLIENT_TIMEOUT);
+    let client = Client::try_from(callback_config).map_err(Error::Kubernetes)?;
+    let slack = SlackClient::new(config.slack_api_url.clone(), ClientOptions::default())
+        .map_err(Error::SlackClient)?;
+    Ok(Arc::new(Callback {
+        cluster: KubeCluster {
+            client,
+            recorder: recorder.clone(),
+        },
+        state_key: state_key.clone(),
+        instance: instance_id(),
+        slots: Arc::new(tokio::sync::Semaphore::new(MAX_CUSTODIES)),
+        custody: TaskTracker::new(),
+        slack: Arc::new(slack),
+        config: config.clone(),
+        shutdown: shutdown.clone(),
+        metrics: metrics.clone(),
+    }))
+}
+
+/// Callbacks in custody finish (storing their token, or revoking it) before the process exits,
+/// each within its own shutdown budget, and all within [`SHUTDOWN_BUDGET`].
+async fn stop(
+    shutdown: &CancellationToken,
+    callbacks: tokio::task::JoinHandle<()>,
+    custody: TaskTracker,
+    admin: tokio::task::JoinHandle<io::Result<()>>,
+) {
     shutdown.cancel();
     if let Err(error) = callbacks.await {
         warn!(
@@ -187,7 +216,6 @@ pub async fn run(
         ),
         Ok(Ok(())) => {}
     }
-    Ok(())
 }
 
 /// Runs the controller on this replica only while it holds the leader Lease (or always, without
@@ -206,32 +234,8 @@ async fn reconcile_while_leading(
         controller::run(client, config, state_key, recorder, metrics, shutdown).await;
         return;
     };
-    let duration = election.duration.as_secs().max(2);
-    let builder = || {
-        let builder = LeaseManagerBuilder::new(client.clone(), &election.lease)
-            .with_namespace(&election.namespace)
-            .with_duration(duration)
-            .with_grace((duration / 3).max(1))
-            .with_field_manager(FIELD_MANAGER);
-        match std::env::var("POD_NAME") {
-            Ok(pod) => builder.with_identity(pod),
-            Err(_) => builder,
-        }
-    };
-    let manager = loop {
-        match builder().build().await {
-            Ok(manager) => break manager,
-            Err(error) => {
-                warn!(
-                    error = &error as &dyn std::error::Error,
-                    "failed to set up leader election; retrying"
-                );
-                tokio::select! {
-                    () = tokio::time::sleep(Duration::from_secs(2)) => {}
-                    () = shutdown.cancelled() => return,
-                }
-            }
-        }
+    let Some(manager) = lease_manager(&client, &election, &shutdown).await else {
+        return;
     };
     let (mut leading, election_task) = manager.watch().await;
     'terms: loop {
@@ -279,6 +283,39 @@ async fn reconcile_while_leading(
             error = &error as &dyn std::error::Error,
             "failed to release the leader Lease"
         );
+    }
+}
+
+/// The leader-election Lease manager, retried until it can be set up or the process stops.
+async fn lease_manager(
+    client: &Client,
+    election: &crate::config::LeaderElection,
+    shutdown: &CancellationToken,
+) -> Option<kube_lease_manager::LeaseManager> {
+    let duration = election.duration.as_secs().max(2);
+    loop {
+        let builder = LeaseManagerBuilder::new(client.clone(), &election.lease)
+            .with_namespace(&election.namespace)
+            .with_duration(duration)
+            .with_grace((duration / 3).max(1))
+            .with_field_manager(FIELD_MANAGER);
+        let builder = match std::env::var("POD_NAME") {
+            Ok(pod) => builder.with_identity(pod),
+            Err(_) => builder,
+        };
+        match builder.build().await {
+            Ok(manager) => return Some(manager),
+            Err(error) => {
+                warn!(
+                    error = &error as &dyn std::error::Error,
+                    "failed to set up leader election; retrying"
+                );
+                tokio::select! {
+                    () = tokio::time::sleep(Duration::from_secs(2)) => {}
+                    () = shutdown.cancelled() => return None,
+                }
+            }
+        }
     }
 }
 

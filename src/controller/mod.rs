@@ -26,7 +26,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, instrument, warn};
 
 pub use self::plan::{
-    ClientSecret, EXCHANGE_ORPHANED_AFTER, EXCHANGE_RENEW_EVERY, Inputs, Plan, TokenSecret, plan,
+    ClientSecret, EXCHANGE_ORPHANED_AFTER, EXCHANGE_RENEW_EVERY, Inputs, Link, Plan, TokenSecret,
+    plan,
 };
 use crate::{
     api::{MANAGED_BY, SlackOAuthGrant, labels},
@@ -203,22 +204,46 @@ fn grants_naming(
 #[instrument(skip_all, fields(namespace = grant.namespace().as_deref().unwrap_or(""), grant = %grant.name_any()))]
 async fn reconcile(grant: Arc<SlackOAuthGrant>, context: Arc<Context>) -> Result<Action, Error> {
     let namespace = grant.namespace().ok_or(Error::MissingNamespace)?;
-    let secrets = Api::<Secret>::namespaced(context.client.clone(), &namespace);
+    let (client_secret, token_secret) = observe(&grant, &namespace, &context).await?;
+    let config = &context.config;
+    let mut plan = plan(&Inputs {
+        grant: &grant,
+        client_secret,
+        token_secret,
+        now: Timestamp::now(),
+        require_team_id: config.require_team_id,
+        authorization_ttl: config.authorization_ttl,
+    });
+    if let Link::Mint { expires_at } = plan.link {
+        plan.publish_link(mint_link(&grant, &namespace, &context, expires_at));
+    }
+    apply(&grant, &namespace, &context, &plan).await?;
+    Ok(match plan.requeue_after {
+        Some(after) => Action::requeue(after),
+        None => Action::await_change(),
+    })
+}
 
-    // Observe. The client Secret comes from the cache of shared Secrets: one that is not
-    // shared with this grant is as good as missing.
+/// The grant's two Secrets as `plan` needs them. The client Secret comes from the cache of
+/// shared Secrets: one that is not shared with this grant is as good as missing.
+async fn observe(
+    grant: &SlackOAuthGrant,
+    namespace: &str,
+    context: &Context,
+) -> Result<(ClientSecret, TokenSecret), Error> {
     context
         .shared_ready
         .clone()
         .wait_for(|ready| *ready)
         .await
         .map_err(|_| Error::SharedSecretsUnavailable)?;
+    let reference = &grant.spec.client_secret_ref;
     let app_secret = context
         .shared_secrets
-        .get(&ObjectRef::new(&grant.spec.client_secret_ref.name).within(&namespace));
+        .get(&ObjectRef::new(&reference.name).within(namespace));
     let client_secret = match &app_secret {
         Some(secret) if shared_with(secret, &grant.name_any()) => {
-            if has_key(secret, &grant.spec.client_secret_ref.key) {
+            if has_key(secret, &reference.key) {
                 ClientSecret::Present
             } else {
                 ClientSecret::KeyMissing
@@ -226,65 +251,62 @@ async fn reconcile(grant: Arc<SlackOAuthGrant>, context: Arc<Context>) -> Result
         }
         _ => ClientSecret::SecretMissing,
     };
-    let existing = get_secret(&secrets, &grant.spec.secret.name).await?;
-    let token_secret = match &existing {
+    let secrets = Api::<Secret>::namespaced(context.client.clone(), namespace);
+    let token_secret = match get_secret(&secrets, &grant.spec.secret.name).await? {
         None => TokenSecret::Absent,
-        Some(secret) if manages(secret, &grant) => TokenSecret::Managed {
-            has_token: has_key(secret, &grant.spec.secret.key),
-            record: read_secret_record(secret),
+        Some(secret) if manages(&secret, grant) => TokenSecret::Managed {
+            has_token: has_key(&secret, &grant.spec.secret.key),
+            record: read_secret_record(&secret),
         },
         Some(_) => TokenSecret::Foreign,
     };
+    Ok((client_secret, token_secret))
+}
 
-    // Plan.
-    let now = Timestamp::now();
+/// A new authorization link for the grant, valid until `expires_at`: a fresh signed state.
+fn mint_link(
+    grant: &SlackOAuthGrant,
+    namespace: &str,
+    context: &Context,
+    expires_at: Timestamp,
+) -> String {
+    let state = AuthorizationState::issue(
+        namespace,
+        &grant.name_any(),
+        grant.uid().as_deref().unwrap_or_default(),
+        grant.metadata.generation.unwrap_or_default(),
+        expires_at.as_second(),
+    );
     let config = &context.config;
-    let fresh_link = || {
-        let ttl = k8s_openapi::jiff::SignedDuration::try_from(config.authorization_ttl)
-            .unwrap_or_default();
-        // Whole seconds, so the expiry in the state and in the status agree exactly.
-        let expires_at = Timestamp::from_second((now + ttl).as_second()).unwrap_or(now);
-        let state = AuthorizationState::issue(
-            &namespace,
-            &grant.name_any(),
-            grant.uid().as_deref().unwrap_or_default(),
-            grant.metadata.generation.unwrap_or_default(),
-            expires_at.as_second(),
-        );
-        let url = authorization::authorization_url(
-            &config.authorize_url,
-            &config.redirect_uri,
-            &grant.spec,
-            &context.state_key.sign(&state),
-        );
-        (url.to_string(), expires_at)
-    };
-    let plan = plan(&Inputs {
-        grant: &grant,
-        client_secret,
-        token_secret,
-        now,
-        require_team_id: config.require_team_id,
-        fresh_link: &fresh_link,
-    });
+    authorization::authorization_url(
+        &config.authorize_url,
+        &config.redirect_uri,
+        &grant.spec,
+        &context.state_key.sign(&state),
+    )
+    .to_string()
+}
 
-    // Apply.
+/// Writes the status if it changed and publishes the plan's Events.
+async fn apply(
+    grant: &SlackOAuthGrant,
+    namespace: &str,
+    context: &Context,
+    plan: &Plan,
+) -> Result<(), Error> {
     if grant.status.as_ref() != Some(&plan.status) {
         // The update carries the resourceVersion we planned from, so a status the callback
         // server wrote meanwhile is never overwritten: the conflict requeues with a fresh read.
-        let grants = Api::<SlackOAuthGrant>::namespaced(context.client.clone(), &namespace);
-        status::update(&grants, &grant, plan.status.clone())
+        let grants = Api::<SlackOAuthGrant>::namespaced(context.client.clone(), namespace);
+        status::update(&grants, grant, plan.status.clone())
             .await
             .map_err(Error::WriteStatus)?;
         info!(phase = ?plan.status.phase, reason = %plan.status.conditions[0].reason, "status updated");
     }
     for event in &plan.events {
-        events::publish(&context.recorder, &grant, event).await;
+        events::publish(&context.recorder, grant, event).await;
     }
-    Ok(match plan.requeue_after {
-        Some(after) => Action::requeue(after),
-        None => Action::await_change(),
-    })
+    Ok(())
 }
 
 fn error_policy(grant: Arc<SlackOAuthGrant>, error: &Error, _context: Arc<Context>) -> Action {

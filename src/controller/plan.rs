@@ -1,16 +1,20 @@
 //! Deciding what a grant needs, as a pure function of the grant, what was observed, and the time.
-//! Tests feed it values; nothing here talks to Kubernetes or Slack.
+//! Tests feed it values; nothing here talks to Kubernetes or Slack, and nothing draws randomness:
+//! when a new link is needed the plan says so ([`Link::Mint`]) and the apply step mints it.
 
 use std::time::Duration;
 
 use k8s_openapi::{
-    apimachinery::pkg::apis::meta::v1::Time,
+    apimachinery::pkg::apis::meta::v1::{Condition, Time},
     jiff::{SignedDuration, Timestamp},
 };
 use kube::ResourceExt;
 
 use crate::{
-    api::{InstallationStatus, Phase, SlackOAuthGrant, SlackOAuthGrantStatus, conditions, reasons},
+    api::{
+        ExchangeStatus, Installation, InstallationStatus, Phase, SlackOAuthGrant,
+        SlackOAuthGrantStatus, conditions, labels, reasons,
+    },
     authorization::{state_of, team_label},
     callback::state::AuthorizationState,
     events::PlannedEvent,
@@ -58,214 +62,192 @@ pub struct Inputs<'a> {
     pub now: Timestamp,
     /// `--require-team-id`.
     pub require_team_id: bool,
-    /// Used only when a new link is needed: the fresh link and when it expires.
-    pub fresh_link: &'a dyn Fn() -> (String, Timestamp),
+    /// `--authorization-ttl`: how long a new link lives.
+    pub authorization_ttl: Duration,
+}
+
+/// What the apply step does about the authorization link.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Link {
+    /// No link: the grant is Ready, blocked, or its link was just claimed.
+    None,
+    /// The published link is still good; `status` already carries it.
+    Keep,
+    /// Mint a new link valid until `expires_at` and put it in `status` ([`Plan::publish_link`]).
+    Mint { expires_at: Timestamp },
 }
 
 /// The outcome of planning.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Plan {
     pub status: SlackOAuthGrantStatus,
+    pub link: Link,
     pub events: Vec<PlannedEvent>,
     pub requeue_after: Option<Duration>,
 }
 
+impl Plan {
+    /// Puts a freshly minted link into the status.
+    pub fn publish_link(&mut self, url: String) {
+        if let Link::Mint { expires_at } = self.link {
+            self.status.authorization_url = Some(url);
+            self.status.authorization_expires_at = Some(Time(expires_at));
+        }
+    }
+}
+
+/// What `Ready` says.
+struct Verdict {
+    ok: bool,
+    reason: &'static str,
+    message: String,
+}
+
+impl Verdict {
+    fn not_ready(reason: &'static str, message: String) -> Self {
+        Self {
+            ok: false,
+            reason,
+            message,
+        }
+    }
+}
+
+/// The grant as `plan` reads it.
+struct Seen<'a> {
+    inputs: &'a Inputs<'a>,
+    grant: &'a SlackOAuthGrant,
+    generation: i64,
+    current: SlackOAuthGrantStatus,
+    namespace: String,
+}
+
+impl Seen<'_> {
+    fn ready(&self) -> Option<&Condition> {
+        self.current
+            .conditions
+            .iter()
+            .find(|c| c.type_ == conditions::READY)
+    }
+
+    fn reason(&self) -> Option<&str> {
+        self.ready().map(|c| c.reason.as_str())
+    }
+
+    /// The exchange in flight, if its holder is still renewing it.
+    fn live_exchange(&self) -> Option<&ExchangeStatus> {
+        let exchanging = self.ready().is_some_and(|c| {
+            c.reason == reasons::EXCHANGING && c.observed_generation == Some(self.generation)
+        });
+        self.current.exchange.as_ref().filter(|e| {
+            exchanging && self.inputs.now < e.renewed_at.0 + signed(EXCHANGE_ORPHANED_AFTER)
+        })
+    }
+
+    /// Claimed, and its holder stopped renewing it without storing or revoking a token.
+    fn interrupted(&self) -> bool {
+        self.live_exchange().is_none()
+            && (self.current.exchange.is_some() || self.reason() == Some(reasons::EXCHANGING))
+    }
+
+    fn secret(&self) -> String {
+        format!("{}/{}", self.namespace, self.grant.spec.secret.name)
+    }
+}
+
 pub fn plan(inputs: &Inputs<'_>) -> Plan {
     let grant = inputs.grant;
-    let generation = grant.metadata.generation.unwrap_or_default();
-    let current = grant.status.clone().unwrap_or_default();
-    let ready = current
-        .conditions
-        .iter()
-        .find(|c| c.type_ == conditions::READY);
-    let current_reason = ready.map(|c| c.reason.as_str());
-    let spec = &grant.spec;
-    let namespace = grant.namespace().unwrap_or_default();
-
-    let mut status = SlackOAuthGrantStatus {
-        observed_generation: Some(generation),
-        installation: current.installation.clone(),
-        ..SlackOAuthGrantStatus::default()
+    let seen = Seen {
+        inputs,
+        grant,
+        generation: grant.metadata.generation.unwrap_or_default(),
+        current: grant.status.clone().unwrap_or_default(),
+        namespace: grant.namespace().unwrap_or_default(),
     };
-    let mut events = Vec::new();
-    let mut requeue_after = None;
-    let exchange = current.exchange.as_ref().filter(|e| {
-        ready.is_some_and(|c| {
-            c.reason == reasons::EXCHANGING && c.observed_generation == Some(generation)
-        }) && inputs.now < e.renewed_at.0 + signed(EXCHANGE_ORPHANED_AFTER)
-    });
-    // Claimed, and its holder stopped renewing it without storing or revoking a token.
-    let interrupted = exchange.is_none()
-        && (current.exchange.is_some() || ready.is_some_and(|c| c.reason == reasons::EXCHANGING));
-
-    let outcome: (bool, &'static str, String) = match (&inputs.token_secret, &inputs.client_secret)
-    {
-        _ if inputs.require_team_id && spec.team_id.is_none() => {
-            status.phase = Some(Phase::Failed);
+    let mut plan = Plan {
+        status: SlackOAuthGrantStatus {
+            observed_generation: Some(seen.generation),
+            installation: seen.current.installation.clone(),
+            ..SlackOAuthGrantStatus::default()
+        },
+        link: Link::None,
+        events: Vec::new(),
+        requeue_after: None,
+    };
+    let verdict = if inputs.require_team_id && grant.spec.team_id.is_none() {
+        team_id_required(&mut plan)
+    } else {
+        match (&inputs.token_secret, &inputs.client_secret) {
+            (TokenSecret::Foreign, _) => conflict(&seen, &mut plan),
             (
-                false,
-                reasons::TEAM_ID_REQUIRED,
-                "This operator requires spec.teamID, the Slack workspace (T...) or Enterprise Grid organization (E...) that must approve: set it to get an authorization link.".to_owned(),
-            )
-        }
-        (TokenSecret::Foreign, _) => {
-            status.phase = Some(Phase::Failed);
-            requeue_after = Some(CONFLICT_RECHECK);
-            (
-                false,
-                reasons::SECRET_CONFLICT,
-                format!(
-                    "Secret {namespace}/{} exists and is not managed by slack-oauth-operator, so it is never overwritten. Delete it, or set spec.secret.name to another name.",
-                    spec.secret.name
-                ),
-            )
-        }
-        (
-            TokenSecret::Managed {
-                has_token: true,
-                record: Some((approved_for, installation)),
-            },
-            _,
-        ) if *approved_for == generation => {
-            status.phase = Some(Phase::Ready);
-            status.installation = Some(installation.clone());
-            let message = format!(
-                "The token approved by {} is in Secret {namespace}/{} under key {}.",
-                team_label(installation),
-                spec.secret.name,
-                spec.secret.key
-            );
-            if current_reason != Some(reasons::AUTHORIZED) {
-                events.push(PlannedEvent {
-                    warning: false,
-                    reason: reasons::AUTHORIZED,
-                    note: message.clone(),
-                });
-            }
-            (true, reasons::AUTHORIZED, message)
-        }
-        (_, ClientSecret::SecretMissing | ClientSecret::KeyMissing) => {
-            status.phase = Some(Phase::Failed);
-            (
-                false,
-                reasons::CLIENT_SECRET_MISSING,
-                client_secret_missing(&namespace, grant, &inputs.client_secret),
-            )
-        }
-        _ => {
-            status.phase = Some(Phase::AwaitingAuthorization);
-            let exchange_pending = exchange.is_some();
-            match usable_link(&current, grant, inputs.now) {
-                Some((url, expires_at)) => {
-                    status.authorization_url = Some(url);
-                    status.authorization_expires_at = Some(Time(expires_at));
-                    requeue_after = Some(until(inputs.now, expires_at));
-                }
-                None if exchange_pending => {
-                    status.exchange = exchange.cloned();
-                    let renewed = exchange.map_or(inputs.now, |e| e.renewed_at.0);
-                    requeue_after =
-                        Some(until(inputs.now, renewed + signed(EXCHANGE_ORPHANED_AFTER)));
-                }
-                None => {
-                    let (url, expires_at) = (inputs.fresh_link)();
-                    status.authorization_url = Some(url);
-                    status.authorization_expires_at = Some(Time(expires_at));
-                    requeue_after = Some(until(inputs.now, expires_at));
-                    events.push(PlannedEvent {
-                        warning: false,
-                        reason: reasons::AWAITING_AUTHORIZATION,
-                        note: format!(
-                            "Published an authorization link, valid until {expires_at}: see status.authorizationURL."
-                        ),
-                    });
-                }
-            }
-            let kept_failure = ready.filter(|c| {
-                reasons::ATTEMPT_FAILURES.contains(&c.reason.as_str())
-                    && c.observed_generation == Some(generation)
-            });
-            if exchange_pending && status.authorization_url.is_none() {
-                let message = ready.map(|c| c.message.clone()).unwrap_or_default();
-                (false, reasons::EXCHANGING, message)
-            } else if interrupted {
-                (
-                    false,
-                    reasons::EXCHANGE_INTERRUPTED,
-                    "The operator stopped while it was exchanging a Slack approval, so Slack may have issued a token that nobody holds: revoke it in Slack (the workspace's or organization's app management page, under the app's authorizations), then approve the new link in status.authorizationURL.".to_owned(),
-                )
-            } else if let Some(failure) = kept_failure {
-                let reason = reasons::ATTEMPT_FAILURES
-                    .iter()
-                    .copied()
-                    .find(|r| *r == failure.reason)
-                    .unwrap_or(reasons::EXCHANGE_FAILED);
-                (false, reason, failure.message.clone())
-            } else if inputs.token_secret == TokenSecret::Absent && current.installation.is_some() {
-                (
-                    false,
-                    reasons::SECRET_MISSING,
-                    format!(
-                        "Secret {namespace}/{} with the token was deleted. A Slack owner must approve the new link in status.authorizationURL.",
-                        spec.secret.name
-                    ),
-                )
-            } else {
-                let who = match spec.installation {
-                    crate::api::Installation::Workspace => "a Slack Workspace Owner",
-                    crate::api::Installation::Organization => "a Slack Org Owner",
-                };
-                let keeps = if matches!(inputs.token_secret, TokenSecret::Managed { .. }) {
-                    format!(
-                        " Until then Secret {namespace}/{} keeps the previous token.",
-                        spec.secret.name
-                    )
-                } else {
-                    String::new()
-                };
-                (
-                    false,
-                    reasons::AWAITING_AUTHORIZATION,
-                    format!(
-                        "Waiting for {who} to open status.authorizationURL and click Allow.{keeps}"
-                    ),
+                TokenSecret::Managed {
+                    has_token: true,
+                    record: Some((approved_for, installation)),
+                },
+                _,
+            ) if *approved_for == seen.generation => authorized(&seen, &mut plan, installation),
+            (_, ClientSecret::SecretMissing | ClientSecret::KeyMissing) => {
+                plan.status.phase = Some(Phase::Failed);
+                Verdict::not_ready(
+                    reasons::CLIENT_SECRET_MISSING,
+                    client_secret_missing(&seen, &inputs.client_secret),
                 )
             }
+            _ => awaiting(&seen, &mut plan),
         }
     };
+    conclude(&seen, &mut plan, verdict);
+    plan
+}
 
-    let (ok, reason, message) = outcome;
-    status.conditions = vec![
-        conditions::ready(ready, ok, reason, message, generation, inputs.now),
-        team_pinned(grant, &current, generation, inputs.now, &mut events),
-    ];
-    if !ok
-        && reason != reasons::AWAITING_AUTHORIZATION
-        && current_reason != Some(reason)
-        && reason != reasons::EXCHANGING
-    {
-        let note = status.conditions[0].message.clone();
-        events.push(PlannedEvent {
-            warning: true,
-            reason,
-            note,
+fn team_id_required(plan: &mut Plan) -> Verdict {
+    plan.status.phase = Some(Phase::Failed);
+    Verdict::not_ready(
+        reasons::TEAM_ID_REQUIRED,
+        "This operator requires spec.teamID, the Slack workspace (T...) or Enterprise Grid organization (E...) that must approve: set it to get an authorization link.".to_owned(),
+    )
+}
+
+fn conflict(seen: &Seen<'_>, plan: &mut Plan) -> Verdict {
+    plan.status.phase = Some(Phase::Failed);
+    plan.requeue_after = Some(CONFLICT_RECHECK);
+    Verdict::not_ready(
+        reasons::SECRET_CONFLICT,
+        format!(
+            "Secret {} exists and is not managed by slack-oauth-operator, so it is never overwritten. Delete it, or set spec.secret.name to another name.",
+            seen.secret()
+        ),
+    )
+}
+
+fn authorized(seen: &Seen<'_>, plan: &mut Plan, installation: &InstallationStatus) -> Verdict {
+    plan.status.phase = Some(Phase::Ready);
+    plan.status.installation = Some(installation.clone());
+    let message = format!(
+        "The token approved by {} is in Secret {} under key {}.",
+        team_label(installation),
+        seen.secret(),
+        seen.grant.spec.secret.key
+    );
+    if seen.reason() != Some(reasons::AUTHORIZED) {
+        plan.events.push(PlannedEvent {
+            warning: false,
+            reason: reasons::AUTHORIZED,
+            note: message.clone(),
         });
     }
-    Plan {
-        status,
-        events,
-        requeue_after,
+    Verdict {
+        ok: true,
+        reason: reasons::AUTHORIZED,
+        message,
     }
 }
 
 /// Why the client Secret can't be used. A Secret that is not shared with the grant reads exactly
 /// like a missing one, so status never tells a grant's author about a Secret they could not read.
-fn client_secret_missing(
-    namespace: &str,
-    grant: &SlackOAuthGrant,
-    observed: &ClientSecret,
-) -> String {
-    let reference = &grant.spec.client_secret_ref;
+fn client_secret_missing(seen: &Seen<'_>, observed: &ClientSecret) -> String {
+    let reference = &seen.grant.spec.client_secret_ref;
+    let namespace = &seen.namespace;
     let what = if *observed == ClientSecret::KeyMissing {
         format!(
             "Secret {namespace}/{} has no key {}",
@@ -280,23 +262,131 @@ fn client_secret_missing(
     format!(
         "{what}. Create it with the Slack app's Client Secret under key {}, labelled {}=true; the authorization link is published as soon as it exists.",
         reference.key,
-        crate::api::labels::SHARED_WITH_GRANTS
+        labels::SHARED_WITH_GRANTS
     )
 }
 
+/// Waiting for an owner: keep, mint or (while an exchange is in flight) withhold the link, and
+/// say what the grant waits for.
+fn awaiting(seen: &Seen<'_>, plan: &mut Plan) -> Verdict {
+    plan.status.phase = Some(Phase::AwaitingAuthorization);
+    let now = seen.inputs.now;
+    let exchange = seen.live_exchange();
+    match (usable_link(&seen.current, seen.grant, now), exchange) {
+        (Some((url, expires_at)), _) => {
+            plan.link = Link::Keep;
+            plan.status.authorization_url = Some(url);
+            plan.status.authorization_expires_at = Some(Time(expires_at));
+            plan.requeue_after = Some(until(now, expires_at));
+        }
+        (None, Some(exchange)) => {
+            plan.status.exchange = Some(exchange.clone());
+            let orphaned_at = exchange.renewed_at.0 + signed(EXCHANGE_ORPHANED_AFTER);
+            plan.requeue_after = Some(until(now, orphaned_at));
+            let message = seen.ready().map(|c| c.message.clone()).unwrap_or_default();
+            return Verdict::not_ready(reasons::EXCHANGING, message);
+        }
+        (None, None) => mint(seen, plan),
+    }
+    waiting_reason(seen)
+}
+
+fn mint(seen: &Seen<'_>, plan: &mut Plan) {
+    let ttl = SignedDuration::try_from(seen.inputs.authorization_ttl).unwrap_or_default();
+    // Whole seconds, so the expiry in the state and in the status agree exactly.
+    let now = seen.inputs.now;
+    let expires_at = Timestamp::from_second((now + ttl).as_second()).unwrap_or(now);
+    plan.link = Link::Mint { expires_at };
+    plan.requeue_after = Some(until(now, expires_at));
+    plan.events.push(PlannedEvent {
+        warning: false,
+        reason: reasons::AWAITING_AUTHORIZATION,
+        note: format!(
+            "Published an authorization link, valid until {expires_at}: see status.authorizationURL."
+        ),
+    });
+}
+
+/// Why a grant with a link is not Ready: a kept failure, an interrupted exchange, a deleted
+/// Secret, or simply waiting for an owner.
+fn waiting_reason(seen: &Seen<'_>) -> Verdict {
+    let kept_failure = seen.ready().and_then(|c| {
+        let kept = c.observed_generation == Some(seen.generation);
+        reasons::ATTEMPT_FAILURES
+            .iter()
+            .copied()
+            .find(|r| kept && *r == c.reason)
+            .map(|reason| (reason, c.message.clone()))
+    });
+    if seen.interrupted() {
+        return Verdict::not_ready(
+            reasons::EXCHANGE_INTERRUPTED,
+            "The operator stopped while it was exchanging a Slack approval, so Slack may have issued a token that nobody holds: revoke it in Slack (the workspace's or organization's app management page, under the app's authorizations), then approve the new link in status.authorizationURL.".to_owned(),
+        );
+    }
+    if let Some((reason, message)) = kept_failure {
+        return Verdict::not_ready(reason, message);
+    }
+    let token_secret = &seen.inputs.token_secret;
+    if *token_secret == TokenSecret::Absent && seen.current.installation.is_some() {
+        return Verdict::not_ready(
+            reasons::SECRET_MISSING,
+            format!(
+                "Secret {} with the token was deleted. A Slack owner must approve the new link in status.authorizationURL.",
+                seen.secret()
+            ),
+        );
+    }
+    let who = match seen.grant.spec.installation {
+        Installation::Workspace => "a Slack Workspace Owner",
+        Installation::Organization => "a Slack Org Owner",
+    };
+    let keeps = if matches!(token_secret, TokenSecret::Managed { .. }) {
+        format!(
+            " Until then Secret {} keeps the previous token.",
+            seen.secret()
+        )
+    } else {
+        String::new()
+    };
+    Verdict::not_ready(
+        reasons::AWAITING_AUTHORIZATION,
+        format!("Waiting for {who} to open status.authorizationURL and click Allow.{keeps}"),
+    )
+}
+
+/// The conditions, and a Warning Event when `Ready` turns to a new failure.
+fn conclude(seen: &Seen<'_>, plan: &mut Plan, verdict: Verdict) {
+    let Verdict {
+        ok,
+        reason,
+        message,
+    } = verdict;
+    let now = seen.inputs.now;
+    let ready = conditions::ready(seen.ready(), ok, reason, message, seen.generation, now);
+    let quiet = ok
+        || reason == reasons::AWAITING_AUTHORIZATION
+        || reason == reasons::EXCHANGING
+        || seen.reason() == Some(reason);
+    if !quiet {
+        plan.events.push(PlannedEvent {
+            warning: true,
+            reason,
+            note: ready.message.clone(),
+        });
+    }
+    let pinned = team_pinned(seen, &mut plan.events);
+    plan.status.conditions = vec![ready, pinned];
+}
+
 /// The `TeamPinned` condition, with a Warning Event when it first turns False.
-fn team_pinned(
-    grant: &SlackOAuthGrant,
-    current: &SlackOAuthGrantStatus,
-    generation: i64,
-    now: Timestamp,
-    events: &mut Vec<PlannedEvent>,
-) -> k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition {
-    let previous = current
+fn team_pinned(seen: &Seen<'_>, events: &mut Vec<PlannedEvent>) -> Condition {
+    let previous = seen
+        .current
         .conditions
         .iter()
         .find(|c| c.type_ == conditions::TEAM_PINNED);
-    let (pinned, reason, message) = match &grant.spec.team_id {
+    let (pinned, reason, message) = match &seen.grant.spec.team_id {
         Some(team) => (
             true,
             reasons::TEAM_ID_SET,
@@ -315,7 +405,8 @@ fn team_pinned(
             note: message.clone(),
         });
     }
-    let mut condition = conditions::ready(previous, pinned, reason, message, generation, now);
+    let now = seen.inputs.now;
+    let mut condition = conditions::ready(previous, pinned, reason, message, seen.generation, now);
     condition.type_ = conditions::TEAM_PINNED.to_owned();
     condition
 }
@@ -394,14 +485,24 @@ mod tests {
         client_secret: ClientSecret,
         token_secret: TokenSecret,
     ) -> Plan {
-        plan(&Inputs {
+        decide(&Inputs {
             grant,
             client_secret,
             token_secret,
             now: now(),
             require_team_id: false,
-            fresh_link: &fresh,
+            authorization_ttl: Duration::from_secs(3600),
         })
+    }
+
+    /// Plans, and mints a link the way the apply step does when the plan asks for one.
+    fn decide(inputs: &Inputs<'_>) -> Plan {
+        let mut planned = plan(inputs);
+        if let Link::Mint { expires_at } = planned.link {
+            assert_eq!(expires_at, fresh().1, "a link lives for the TTL");
+            planned.publish_link(fresh().0);
+        }
+        planned
     }
 
     fn ready(plan: &Plan) -> &Condition {
@@ -720,13 +821,13 @@ mod tests {
     }
 
     fn plan_with(grant: &SlackOAuthGrant, require_team_id: bool) -> Plan {
-        plan(&Inputs {
+        decide(&Inputs {
             grant,
             client_secret: ClientSecret::Present,
             token_secret: TokenSecret::Absent,
             now: now(),
             require_team_id,
-            fresh_link: &fresh,
+            authorization_ttl: Duration::from_secs(3600),
         })
     }
 

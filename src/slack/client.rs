@@ -15,6 +15,7 @@ use tracing::{debug, warn};
 use url::Url;
 
 use super::{CodeExchange, OAuthAccess, SlackApi, SlackError, is_error_code};
+use crate::retry::Backoff;
 
 /// Timeouts and backoff of [`SlackClient`].
 #[derive(Clone, Debug)]
@@ -75,76 +76,25 @@ impl SlackClient {
         &self,
         method: &'static str,
         form: &[(&str, &str)],
-        basic: Option<(&str, &SecretString)>,
-        bearer: Option<&SecretString>,
+        auth: Auth<'_>,
         deadline: Instant,
     ) -> Result<Vec<u8>, SlackError> {
         let url = self
             .api_url
             .join(method)
             .unwrap_or_else(|_| self.api_url.clone());
-        let mut backoff = self.options.initial_backoff;
-        let mut attempt = 0u32;
-        loop {
-            attempt += 1;
-            let mut request = self.http.post(url.clone()).form(form);
-            if let Some((user, password)) = basic {
-                request = request.basic_auth(user, Some(password.expose_secret()));
-            }
-            if let Some(token) = bearer {
-                request = request.bearer_auth(token.expose_secret());
-            }
-            let (error, retry_after) = match request.send().await {
-                Ok(response) => {
-                    let status = response.status();
-                    let retry_after = retry_after(&response);
-                    if status == StatusCode::OK {
-                        let body = read_limited(method, response).await?;
-                        let envelope: Envelope = serde_json::from_slice(&body)
-                            .map_err(|source| SlackError::Decode { method, source })?;
-                        if envelope.ok {
-                            return Ok(body.to_vec());
-                        }
-                        let code = envelope.error.unwrap_or_else(|| "unknown_error".to_owned());
-                        (
-                            SlackError::Api {
-                                method,
-                                code: sanitize_code(&code),
-                            },
-                            retry_after,
-                        )
-                    } else if status == StatusCode::TOO_MANY_REQUESTS {
-                        let wait = retry_after.unwrap_or(backoff);
-                        (
-                            SlackError::RateLimited {
-                                method,
-                                retry_after: wait,
-                            },
-                            Some(wait),
-                        )
-                    } else {
-                        (
-                            SlackError::Status {
-                                method,
-                                status: status.as_u16(),
-                            },
-                            retry_after,
-                        )
-                    }
-                }
-                Err(source) => (
-                    SlackError::Transport {
-                        method,
-                        source: source.without_url(),
-                    },
-                    None,
-                ),
+        let mut backoff = Backoff::new(self.options.initial_backoff, self.options.max_backoff);
+        for attempt in 1u32.. {
+            let (error, retry_after) = match self.attempt(method, &url, form, auth).await {
+                Ok(body) => return Ok(body),
+                Err(failed) => failed,
             };
             if !error.is_transient() {
                 return Err(error);
             }
             // Slack's Retry-After wins over our own backoff.
-            let wait = retry_after.unwrap_or(backoff);
+            let next = backoff.next_delay();
+            let wait = retry_after.unwrap_or(next);
             if Instant::now() + wait >= deadline {
                 warn!(
                     method,
@@ -156,9 +106,64 @@ impl SlackClient {
             }
             debug!(method, attempt, wait_ms = wait.as_millis() as u64, error = %error, "retrying Slack call");
             tokio::time::sleep(wait).await;
-            backoff = (backoff * 2).min(self.options.max_backoff);
         }
+        unreachable!("the attempts are counted without end")
     }
+
+    /// One POST. A failure comes with Slack's Retry-After, if it sent one.
+    async fn attempt(
+        &self,
+        method: &'static str,
+        url: &Url,
+        form: &[(&str, &str)],
+        auth: Auth<'_>,
+    ) -> Result<Vec<u8>, (SlackError, Option<Duration>)> {
+        let mut request = self.http.post(url.clone()).form(form);
+        request = match auth {
+            Auth::Basic(user, password) => request.basic_auth(user, Some(password.expose_secret())),
+            Auth::Bearer(token) => request.bearer_auth(token.expose_secret()),
+        };
+        let response = request.send().await.map_err(|source| {
+            let source = source.without_url();
+            (SlackError::Transport { method, source }, None)
+        })?;
+        let status = response.status();
+        let retry_after = retry_after(&response);
+        if status == StatusCode::TOO_MANY_REQUESTS {
+            let wait = retry_after.unwrap_or(self.options.initial_backoff);
+            let error = SlackError::RateLimited {
+                method,
+                retry_after: wait,
+            };
+            return Err((error, Some(wait)));
+        }
+        if status != StatusCode::OK {
+            let error = SlackError::Status {
+                method,
+                status: status.as_u16(),
+            };
+            return Err((error, retry_after));
+        }
+        let body = read_limited(method, response)
+            .await
+            .map_err(|e| (e, None))?;
+        let envelope: Envelope = serde_json::from_slice(&body)
+            .map_err(|source| (SlackError::Decode { method, source }, None))?;
+        if envelope.ok {
+            return Ok(body);
+        }
+        let code = envelope.error.unwrap_or_else(|| "unknown_error".to_owned());
+        let code = sanitize_code(&code);
+        Err((SlackError::Api { method, code }, retry_after))
+    }
+}
+
+/// How a Web API call authenticates: the app (HTTP Basic, as Slack recommends for the code
+/// exchange) or a token.
+#[derive(Clone, Copy)]
+enum Auth<'a> {
+    Basic(&'a str, &'a SecretString),
+    Bearer(&'a SecretString),
 }
 
 impl SlackApi for SlackClient {
@@ -177,8 +182,7 @@ impl SlackApi for SlackClient {
             .call(
                 METHOD,
                 &form,
-                Some((&request.client_id, &request.client_secret)),
-                None,
+                Auth::Basic(&request.client_id, &request.client_secret),
                 deadline,
             )
             .await?;
@@ -190,7 +194,7 @@ impl SlackApi for SlackClient {
 
     async fn revoke(&self, token: &SecretString, deadline: Instant) -> Result<(), SlackError> {
         match self
-            .call("auth.revoke", &[], None, Some(token), deadline)
+            .call("auth.revoke", &[], Auth::Bearer(token), deadline)
             .await
         {
             Ok(_) => Ok(()),
