@@ -14,11 +14,8 @@ use serde::{Deserialize, Serialize};
 
 /// The API group of every resource this operator serves.
 pub const GROUP: &str = "slack-oauth-operator.io";
-/// The field manager used for every server-side apply the operator makes.
+/// The field manager the operator's writes are recorded under (`metadata.managedFields`).
 pub const FIELD_MANAGER: &str = "slack-oauth-operator";
-/// The `app.kubernetes.io/managed-by` value on Secrets the operator writes. A Secret without it is
-/// never overwritten.
-pub const MANAGED_BY: &str = "slack-oauth-operator";
 
 /// Default `spec.userScopes`: `admin` is the user scope Slack's SCIM API requires.
 pub const DEFAULT_USER_SCOPE: &str = "admin";
@@ -493,22 +490,29 @@ pub mod reasons {
     pub const TEAM_ID_UNSET: &str = "TeamIDUnset";
 }
 
-/// Labels and annotations the operator puts on the Secrets it writes.
+/// Labels the operator puts on, or looks for on, Secrets.
 pub mod labels {
     /// `app.kubernetes.io/managed-by`: the controller watches Secrets by this label only.
     pub const MANAGED_BY: &str = "app.kubernetes.io/managed-by";
-    /// Annotation: the name of the grant a Secret belongs to. (An annotation, not a label: grant
-    /// names may be longer than a label value.)
-    pub const GRANT: &str = "slack-oauth-operator.io/grant";
-    /// Label a Secret carries to share itself with the grants of its namespace (value `true`);
-    /// see docs/security.md. The operator reads no Secret without it or the managed-by label.
+    /// The [`MANAGED_BY`] value on Secrets the operator writes. A Secret without it is never
+    /// overwritten.
+    pub const OPERATOR: &str = "slack-oauth-operator";
+    /// A Secret carries this (value `true`) to share itself with the grants of its namespace;
+    /// see docs/security.md. The operator reads no Secret without it or [`MANAGED_BY`].
     pub const SHARED_WITH_GRANTS: &str = "slack-oauth-operator.io/shared-with-grants";
-    /// Optional annotation narrowing `SHARED_WITH_GRANTS` to these grant names (comma-separated).
-    pub const ALLOWED_GRANTS: &str = "slack-oauth-operator.io/allowed-grants";
+}
+
+/// Annotations the operator puts on, or looks for on, Secrets.
+pub mod annotations {
+    /// The name of the grant a token Secret belongs to. (An annotation, not a label: grant names
+    /// may be longer than a label value.)
+    pub const GRANT: &str = "slack-oauth-operator.io/grant";
     /// The grant generation the token was approved for.
     pub const GRANT_GENERATION: &str = "slack-oauth-operator.io/grant-generation";
     /// What Slack reported at approval (JSON of `InstallationStatus`); no secret values.
     pub const INSTALLATION: &str = "slack-oauth-operator.io/installation";
+    /// Narrows [`super::labels::SHARED_WITH_GRANTS`] to these grant names (comma-separated).
+    pub const ALLOWED_GRANTS: &str = "slack-oauth-operator.io/allowed-grants";
 }
 
 #[cfg(test)]

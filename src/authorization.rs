@@ -15,8 +15,8 @@ use url::Url;
 
 use crate::{
     api::{
-        Installation, InstallationStatus, MANAGED_BY, SlackOAuthGrant, SlackOAuthGrantSpec,
-        TokenKind, labels, reasons,
+        Installation, InstallationStatus, SlackOAuthGrant, SlackOAuthGrantSpec, TokenKind,
+        annotations, labels, reasons,
     },
     slack::OAuthAccess,
 };
@@ -227,7 +227,7 @@ pub fn manages(secret: &Secret, grant: &SlackOAuthGrant) -> bool {
     let labelled = secret
         .labels()
         .get(labels::MANAGED_BY)
-        .is_some_and(|v| v == MANAGED_BY);
+        .is_some_and(|v| v == labels::OPERATOR);
     let owned = grant.uid().is_some_and(|uid| {
         secret
             .owner_references()
@@ -246,7 +246,7 @@ pub fn shared_with(secret: &Secret, grant_name: &str) -> bool {
         .is_some_and(|v| v == "true");
     let allowed = secret
         .annotations()
-        .get(labels::ALLOWED_GRANTS)
+        .get(annotations::ALLOWED_GRANTS)
         .is_none_or(|names| names.split(',').any(|n| n.trim() == grant_name));
     shared && allowed
 }
@@ -276,15 +276,15 @@ pub fn token_secret(grant: &SlackOAuthGrant, approved: &Approved, now: Timestamp
     }
 
     let mut secret_labels = spec.secret.labels.clone();
-    secret_labels.insert(labels::MANAGED_BY.to_owned(), MANAGED_BY.to_owned());
+    secret_labels.insert(labels::MANAGED_BY.to_owned(), labels::OPERATOR.to_owned());
     let mut annotations = spec.secret.annotations.clone();
-    annotations.insert(labels::GRANT.to_owned(), grant.name_any());
+    annotations.insert(annotations::GRANT.to_owned(), grant.name_any());
     annotations.insert(
-        labels::GRANT_GENERATION.to_owned(),
+        annotations::GRANT_GENERATION.to_owned(),
         grant.metadata.generation.unwrap_or_default().to_string(),
     );
     annotations.insert(
-        labels::INSTALLATION.to_owned(),
+        annotations::INSTALLATION.to_owned(),
         serde_json::to_string(&approved.installation).unwrap_or_default(),
     );
 
@@ -311,8 +311,11 @@ fn jiff_seconds(seconds: u64) -> k8s_openapi::jiff::SignedDuration {
 /// approved for, and the installation details.
 pub fn read_secret_record(secret: &Secret) -> Option<(i64, InstallationStatus)> {
     let annotations = secret.metadata.annotations.as_ref()?;
-    let generation = annotations.get(labels::GRANT_GENERATION)?.parse().ok()?;
-    let installation = serde_json::from_str(annotations.get(labels::INSTALLATION)?).ok()?;
+    let generation = annotations
+        .get(annotations::GRANT_GENERATION)?
+        .parse()
+        .ok()?;
+    let installation = serde_json::from_str(annotations.get(annotations::INSTALLATION)?).ok()?;
     Some((generation, installation))
 }
 
@@ -489,7 +492,7 @@ mod tests {
         let data = secret.data.as_ref().expect("data");
         assert_eq!(data["SLACK_ACCESS_TOKEN"].0, b"xoxp-1");
         assert_eq!(data.len(), 1);
-        assert_eq!(secret.labels()[labels::MANAGED_BY], MANAGED_BY);
+        assert_eq!(secret.labels()[labels::MANAGED_BY], labels::OPERATOR);
         assert_eq!(secret.labels()["team"], "identity");
         assert_eq!(secret.annotations()["note"], "for PingFederate");
         let owner = &secret.owner_references()[0];

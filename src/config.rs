@@ -124,8 +124,6 @@ pub struct Config {
     /// The Secret holding the state key, in `namespace`.
     pub state_key_secret: String,
     pub require_team_id: bool,
-    pub log_level: String,
-    pub log_format: LogFormat,
 }
 
 /// Where and how replicas elect the one that reconciles.
@@ -222,8 +220,6 @@ impl Flags {
             authorize_url,
             slack_api_url,
             authorization_ttl: self.authorization_ttl,
-            log_level: self.log_level,
-            log_format: self.log_format,
         })
     }
 }

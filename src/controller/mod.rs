@@ -30,7 +30,7 @@ pub use self::plan::{
     plan,
 };
 use crate::{
-    api::{MANAGED_BY, SlackOAuthGrant, labels},
+    api::{SlackOAuthGrant, labels},
     authorization::{self, manages, read_secret_record, shared_with},
     callback::state::{AuthorizationState, StateKey},
     config::Config,
@@ -158,7 +158,7 @@ async fn run_in(
         shared_secrets,
     });
     let managed =
-        watcher::Config::default().labels(&format!("{}={MANAGED_BY}", labels::MANAGED_BY));
+        watcher::Config::default().labels(&format!("{}={}", labels::MANAGED_BY, labels::OPERATOR));
     info!(namespace = namespace.unwrap_or("*"), "reconciling grants");
     let by_token_secret = grant_store.clone();
     controller
