@@ -160,6 +160,13 @@ pub struct SlackOAuthGrantSpec {
     /// The Secret, in the grant's namespace, that the operator writes the token to. The operator
     /// creates and owns it; it never overwrites a Secret it did not create.
     pub secret: TargetSecret,
+
+    /// What deleting the grant does to its token. `Revoke` (the default): the operator revokes
+    /// the token at Slack (`auth.revoke`) before it lets the grant go, and the Secret goes with
+    /// the grant. `Retain`: nothing is revoked, and the Secret is released so that it outlives
+    /// the grant.
+    #[serde(default)]
+    pub deletion_policy: DeletionPolicy,
 }
 
 /// Where to find the Slack app's Client Secret.
@@ -232,6 +239,22 @@ fn annotation_map(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
         "additionalProperties": { "type": "string", "maxLength": 4096 }
     })
 }
+
+/// What deleting a grant does to its token.
+#[derive(JsonSchema, Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum DeletionPolicy {
+    /// Revoke the token at Slack, then delete the Secret with the grant.
+    #[default]
+    Revoke,
+    /// Keep the token live and the Secret in place, no longer owned by the grant.
+    Retain,
+}
+
+/// The finalizer that lets the operator revoke (or release) a grant's token before the grant
+/// goes. If the operator is gone for good, remove it by hand:
+/// `kubectl patch slackoauthgrant <name> --type=json -p '[{"op":"remove","path":"/metadata/finalizers"}]'`
+/// (and revoke the token in Slack yourself).
+pub const FINALIZER: &str = "slack-oauth-operator.io/revoke-token";
 
 /// Where the Slack app is installed.
 #[derive(JsonSchema, Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -484,6 +507,9 @@ pub mod reasons {
         SECRET_CONFLICT,
         EXCHANGE_INTERRUPTED,
     ];
+    /// The grant is being deleted and its token could not be revoked yet (Slack unreachable);
+    /// the operator keeps trying.
+    pub const REVOKE_PENDING: &str = "RevokePending";
     /// `TeamPinned`: `spec.teamID` is set.
     pub const TEAM_ID_SET: &str = "TeamIDSet";
     /// `TeamPinned`: `spec.teamID` is not set; any workspace the approver owns may be chosen.
@@ -537,6 +563,7 @@ mod tests {
                 labels: BTreeMap::new(),
                 annotations: BTreeMap::new(),
             },
+            deletion_policy: DeletionPolicy::Revoke,
         }
     }
 

@@ -100,12 +100,17 @@ pub async fn run(
     let readiness = Readiness::default();
     let metrics = Metrics::default();
     let recorder = events::recorder(client.clone());
+    let slack = Arc::new(
+        SlackClient::new(config.slack_api_url.clone(), ClientOptions::default())
+            .map_err(Error::SlackClient)?,
+    );
     let callback = callback_of(
         kube_config,
         &config,
         &state_key,
         &recorder,
         &metrics,
+        &slack,
         &shutdown,
     )?;
     let custody = callback.custody.clone();
@@ -128,14 +133,15 @@ pub async fn run(
         callback::router(callback),
         shutdown.clone(),
     ));
-    let leading = reconcile_while_leading(
+    let deps = controller::Deps {
         client,
         config,
         state_key,
         recorder,
         metrics,
-        shutdown.clone(),
-    );
+        slack,
+    };
+    let leading = reconcile_while_leading(deps, shutdown.clone());
     tokio::pin!(leading);
     tokio::select! {
         () = &mut leading => {}
@@ -158,6 +164,7 @@ fn callback_of(
     state_key: &StateKey,
     recorder: &Recorder,
     metrics: &Metrics,
+    slack: &Arc<SlackClient>,
     shutdown: &CancellationToken,
 ) -> Result<Arc<Callback<SlackClient>>, Error> {
     let mut callback_config = kube_config;
@@ -165,8 +172,6 @@ fn callback_of(
     callback_config.read_timeout = Some(CALLBACK_CLIENT_TIMEOUT);
     callback_config.write_timeout = Some(CALLBACK_CLIENT_TIMEOUT);
     let client = Client::try_from(callback_config).map_err(Error::Kubernetes)?;
-    let slack = SlackClient::new(config.slack_api_url.clone(), ClientOptions::default())
-        .map_err(Error::SlackClient)?;
     Ok(Arc::new(Callback {
         cluster: KubeCluster {
             client,
@@ -176,7 +181,7 @@ fn callback_of(
         instance: instance_id(),
         slots: Arc::new(tokio::sync::Semaphore::new(MAX_CUSTODIES)),
         custody: TaskTracker::new(),
-        slack: Arc::new(slack),
+        slack: slack.clone(),
         config: config.clone(),
         shutdown: shutdown.clone(),
         metrics: metrics.clone(),
@@ -221,20 +226,14 @@ async fn stop(
 /// Runs the controller on this replica only while it holds the leader Lease (or always, without
 /// leader election), until `shutdown`. Leaving releases the Lease so another replica takes over
 /// at once; a replica that dies without releasing it is replaced once the Lease expires.
-async fn reconcile_while_leading(
-    client: Client,
-    config: Arc<Config>,
-    state_key: StateKey,
-    recorder: Recorder,
-    metrics: Metrics,
-    shutdown: CancellationToken,
-) {
-    let Some(election) = config.leader_election.clone() else {
+async fn reconcile_while_leading(deps: controller::Deps, shutdown: CancellationToken) {
+    let metrics = deps.metrics.clone();
+    let Some(election) = deps.config.leader_election.clone() else {
         metrics.leader.set(1);
-        controller::run(client, config, state_key, recorder, metrics, shutdown).await;
+        controller::run(deps, shutdown).await;
         return;
     };
-    let Some(manager) = lease_manager(&client, &election, &shutdown).await else {
+    let Some(manager) = lease_manager(&deps.client, &election, &shutdown).await else {
         return;
     };
     let (mut leading, election_task) = manager.watch().await;
@@ -249,14 +248,7 @@ async fn reconcile_while_leading(
         info!(lease = %election.lease, namespace = %election.namespace, "leading: reconciling grants");
         let term = shutdown.child_token();
         metrics.leader.set(1);
-        let controller = tokio::spawn(controller::run(
-            client.clone(),
-            config.clone(),
-            state_key.clone(),
-            recorder.clone(),
-            metrics.clone(),
-            term.clone(),
-        ));
+        let controller = tokio::spawn(controller::run(deps.clone(), term.clone()));
         // Lead until the Lease is lost or the process stops.
         loop {
             tokio::select! {

@@ -103,8 +103,9 @@ impl<S: SlackApi, C: Cluster> Custody<S, C> {
         let cluster = &self.callback.cluster;
         let state = &self.state;
         let grant = match cluster.grant(&state.namespace, &state.name).await {
-            Ok(Some(grant)) => grant,
-            Ok(None) => return Err(Refusal::NoLongerValid),
+            // A grant being deleted takes no new token.
+            Ok(Some(grant)) if grant.metadata.deletion_timestamp.is_none() => grant,
+            Ok(_) => return Err(Refusal::NoLongerValid),
             Err(error) => {
                 warn!(
                     error = &error as &dyn std::error::Error,

@@ -18,10 +18,12 @@ use kube::{
         Controller, WatchStreamExt,
         controller::Action,
         events::Recorder,
+        finalizer::{self, Event as Finalizer, finalizer},
         reflector::{self, ObjectRef, Store},
         watcher,
     },
 };
+use secrecy::SecretString;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, instrument, warn};
 
@@ -30,13 +32,14 @@ pub use self::plan::{
     plan,
 };
 use crate::{
-    api::{SlackOAuthGrant, labels},
+    api::{DeletionPolicy, FINALIZER, SlackOAuthGrant, labels, reasons},
     authorization::{self, manages, read_secret_record, shared_with},
     callback::state::{AuthorizationState, StateKey},
     config::Config,
     events,
     metrics::Metrics,
     retry::Backoff,
+    slack::{SlackApi, SlackClient},
     status,
 };
 
@@ -57,6 +60,10 @@ pub enum Error {
     TimedOut(&'static str),
     #[error("failed to list the Secrets shared with grants")]
     SharedSecretsUnavailable,
+    #[error("failed to revoke the deleted grant's token")]
+    Revoke(#[source] crate::slack::SlackError),
+    #[error("failed to add or remove the grant's finalizer")]
+    Finalizer(#[source] Box<finalizer::Error<Error>>),
 }
 
 /// What every reconcile shares.
@@ -66,6 +73,7 @@ pub struct Context {
     pub config: Arc<Config>,
     pub recorder: Recorder,
     pub state_key: StateKey,
+    pub slack: Arc<SlackClient>,
     /// Secrets labelled as shared with grants, in the namespace(s) this controller watches.
     shared_secrets: Store<Secret>,
     /// True once `shared_secrets` has listed. (Reconciles wait on this, not on the store itself:
@@ -73,52 +81,33 @@ pub struct Context {
     shared_ready: tokio::sync::watch::Receiver<bool>,
 }
 
+/// What the controller is built from.
+#[derive(Clone)]
+pub struct Deps {
+    pub client: Client,
+    pub config: Arc<Config>,
+    pub state_key: StateKey,
+    pub recorder: Recorder,
+    pub metrics: Metrics,
+    pub slack: Arc<SlackClient>,
+}
+
 /// Runs the controller until `shutdown` is cancelled: one for all namespaces, or one per
 /// namespace in `--watch-namespaces` (so the operator needs no cluster-wide permissions then).
-pub async fn run(
-    client: Client,
-    config: Arc<Config>,
-    state_key: StateKey,
-    recorder: Recorder,
-    metrics: Metrics,
-    shutdown: CancellationToken,
-) {
-    if config.watch_namespaces.is_empty() {
-        run_in(
-            client.clone(),
-            None,
-            config,
-            state_key,
-            recorder,
-            metrics,
-            shutdown,
-        )
-        .await;
+pub async fn run(deps: Deps, shutdown: CancellationToken) {
+    if deps.config.watch_namespaces.is_empty() {
+        run_in(deps, None, shutdown).await;
     } else {
-        let controllers = config.watch_namespaces.iter().map(|namespace| {
-            run_in(
-                client.clone(),
-                Some(namespace),
-                config.clone(),
-                state_key.clone(),
-                recorder.clone(),
-                metrics.clone(),
-                shutdown.clone(),
-            )
-        });
+        let namespaces = deps.config.watch_namespaces.clone();
+        let controllers = namespaces
+            .iter()
+            .map(|namespace| run_in(deps.clone(), Some(namespace), shutdown.clone()));
         futures::future::join_all(controllers).await;
     }
 }
 
-async fn run_in(
-    client: Client,
-    namespace: Option<&str>,
-    config: Arc<Config>,
-    state_key: StateKey,
-    recorder: Recorder,
-    metrics: Metrics,
-    shutdown: CancellationToken,
-) {
+async fn run_in(deps: Deps, namespace: Option<&str>, shutdown: CancellationToken) {
+    let client = deps.client.clone();
     let (grants, secrets) = match namespace {
         Some(namespace) => (
             Api::<SlackOAuthGrant>::namespaced(client.clone(), namespace),
@@ -148,6 +137,14 @@ async fn run_in(
     });
     let controller = Controller::new(grants, watcher::Config::default().any_semantic());
     let grant_store = controller.store();
+    let Deps {
+        client,
+        config,
+        state_key,
+        recorder,
+        metrics,
+        slack,
+    } = deps;
     let context = Arc::new(Context {
         shared_ready,
         recorder,
@@ -155,6 +152,7 @@ async fn run_in(
         config,
         metrics,
         state_key,
+        slack,
         shared_secrets,
     });
     let managed =
@@ -204,10 +202,28 @@ fn grants_naming(
 #[instrument(skip_all, fields(namespace = grant.namespace().as_deref().unwrap_or(""), grant = %grant.name_any()))]
 async fn reconcile(grant: Arc<SlackOAuthGrant>, context: Arc<Context>) -> Result<Action, Error> {
     let namespace = grant.namespace().ok_or(Error::MissingNamespace)?;
-    let (client_secret, token_secret) = observe(&grant, &namespace, &context).await?;
+    let grants = Api::<SlackOAuthGrant>::namespaced(context.client.clone(), &namespace);
+    let context = &context;
+    let namespace = namespace.as_str();
+    finalizer(&grants, FINALIZER, grant, |event| async move {
+        match event {
+            Finalizer::Apply(grant) => reconcile_live(&grant, namespace, context).await,
+            Finalizer::Cleanup(grant) => clean_up(&grant, namespace, context).await,
+        }
+    })
+    .await
+    .map_err(|error| Error::Finalizer(Box::new(error)))
+}
+
+async fn reconcile_live(
+    grant: &SlackOAuthGrant,
+    namespace: &str,
+    context: &Context,
+) -> Result<Action, Error> {
+    let (client_secret, token_secret) = observe(grant, namespace, context).await?;
     let config = &context.config;
     let mut plan = plan(&Inputs {
-        grant: &grant,
+        grant,
         client_secret,
         token_secret,
         now: Timestamp::now(),
@@ -215,13 +231,125 @@ async fn reconcile(grant: Arc<SlackOAuthGrant>, context: Arc<Context>) -> Result
         authorization_ttl: config.authorization_ttl,
     });
     if let Link::Mint { expires_at } = plan.link {
-        plan.publish_link(mint_link(&grant, &namespace, &context, expires_at));
+        plan.publish_link(mint_link(grant, namespace, context, expires_at));
     }
-    apply(&grant, &namespace, &context, &plan).await?;
+    apply(grant, namespace, context, &plan).await?;
     Ok(match plan.requeue_after {
         Some(after) => Action::requeue(after),
         None => Action::await_change(),
     })
+}
+
+/// The grant is being deleted: revoke its token (`Revoke`) or release its Secret (`Retain`)
+/// before the finalizer lets it go. Slack being unreachable keeps the grant, says so, and
+/// retries.
+async fn clean_up(
+    grant: &SlackOAuthGrant,
+    namespace: &str,
+    context: &Context,
+) -> Result<Action, Error> {
+    let secrets = Api::<Secret>::namespaced(context.client.clone(), namespace);
+    let Some(secret) = get_secret(&secrets, &grant.spec.secret.name)
+        .await?
+        .filter(|s| manages(s, grant))
+    else {
+        return Ok(Action::await_change());
+    };
+    match grant.spec.deletion_policy {
+        DeletionPolicy::Retain => {
+            release(&secrets, secret, grant).await?;
+            info!("grant deleted; its token Secret is retained and released");
+        }
+        DeletionPolicy::Revoke => {
+            let token = token_in(&secret, &grant.spec.secret.key);
+            if let Some(token) = token {
+                let deadline = tokio::time::Instant::now() + REVOKE_TIMEOUT;
+                if let Err(error) = context.slack.revoke(&token, deadline).await {
+                    revoke_pending(grant, namespace, context, &error).await;
+                    return Err(Error::Revoke(error));
+                }
+            }
+            info!("grant deleted; its token was revoked at Slack");
+        }
+    }
+    Ok(Action::await_change())
+}
+
+/// How long one attempt to revoke a deleted grant's token may take.
+const REVOKE_TIMEOUT: Duration = Duration::from_secs(15);
+
+fn token_in(secret: &Secret, key: &str) -> Option<SecretString> {
+    let bytes = secret.data.as_ref()?.get(key)?;
+    let token = String::from_utf8(bytes.0.clone()).ok()?;
+    (!token.is_empty()).then(|| SecretString::from(token))
+}
+
+/// `Retain`: the Secret stays, no longer owned by the grant (so garbage collection keeps it).
+async fn release(
+    secrets: &Api<Secret>,
+    secret: Secret,
+    grant: &SlackOAuthGrant,
+) -> Result<(), Error> {
+    let uid = grant.uid().unwrap_or_default();
+    let mut released = secret;
+    released
+        .metadata
+        .owner_references
+        .get_or_insert_default()
+        .retain(|o| o.uid != uid);
+    released.metadata.managed_fields = None;
+    let name = released.name_any();
+    let params = kube::api::PostParams {
+        field_manager: Some(crate::api::FIELD_MANAGER.to_owned()),
+        ..Default::default()
+    };
+    tokio::time::timeout(API_CALL_TIMEOUT, secrets.replace(&name, &params, &released))
+        .await
+        .map_err(|_| Error::TimedOut("release the token Secret"))?
+        .map_err(|source| Error::ReadSecret {
+            name,
+            source: Box::new(source),
+        })?;
+    Ok(())
+}
+
+/// Says on the deleting grant, once, that its token could not be revoked yet.
+async fn revoke_pending(
+    grant: &SlackOAuthGrant,
+    namespace: &str,
+    context: &Context,
+    error: &crate::slack::SlackError,
+) {
+    warn!(
+        error = error as &dyn std::error::Error,
+        "failed to revoke a deleted grant's token; retrying"
+    );
+    let current = grant.status.clone().unwrap_or_default();
+    let already = current
+        .conditions
+        .iter()
+        .any(|c| c.type_ == crate::api::conditions::READY && c.reason == reasons::REVOKE_PENDING);
+    if already {
+        return;
+    }
+    let message = "The grant is being deleted and its token could not be revoked at Slack yet; the operator keeps trying, and lets the grant go once Slack confirms.".to_owned();
+    let mut status = current;
+    status.conditions = status::with_ready(
+        &status.conditions,
+        reasons::REVOKE_PENDING,
+        &message,
+        grant.metadata.generation.unwrap_or_default(),
+        Timestamp::now(),
+    );
+    let grants = Api::<SlackOAuthGrant>::namespaced(context.client.clone(), namespace);
+    if status::update(&grants, grant, status).await.is_ok() {
+        let event = events::PlannedEvent {
+            warning: true,
+            reason: reasons::REVOKE_PENDING,
+            note: message,
+        };
+        events::publish(&context.recorder, grant, &event).await;
+    }
 }
 
 /// The grant's two Secrets as `plan` needs them. The client Secret comes from the cache of
@@ -310,7 +438,14 @@ async fn apply(
 }
 
 fn error_policy(grant: Arc<SlackOAuthGrant>, error: &Error, _context: Arc<Context>) -> Action {
-    let conflict = matches!(error, Error::WriteStatus(e) if e.is_conflict());
+    let inner = match error {
+        Error::Finalizer(boxed) => match boxed.as_ref() {
+            finalizer::Error::ApplyFailed(e) | finalizer::Error::CleanupFailed(e) => e,
+            _ => error,
+        },
+        _ => error,
+    };
+    let conflict = matches!(inner, Error::WriteStatus(e) if e.is_conflict());
     warn!(
         namespace = grant.namespace().as_deref().unwrap_or(""),
         grant = %grant.name_any(),

@@ -62,10 +62,11 @@ release namespace (created by the first replica to start, see docs/security.md).
 {{/* The rules the operator needs in each namespace whose grants it reconciles (docs/security.md).
 Nothing here is needed anywhere else. */}}
 {{- define "slack-oauth-operator.grantRules" -}}
-# Watch grants (controller), and read the one a callback names.
+# Watch grants (controller), and read the one a callback names. patch: add and remove the
+# finalizer that revokes (or releases) a grant's token before the grant goes.
 - apiGroups: ["slack-oauth-operator.io"]
   resources: ["slackoauthgrants"]
-  verbs: ["get", "list", "watch"]
+  verbs: ["get", "list", "watch", "patch"]
 # Publish the authorization link and conditions (controller: update); claim a link with a
 # JSON-patch test and record a failed attempt (callback: patch, update).
 - apiGroups: ["slack-oauth-operator.io"]

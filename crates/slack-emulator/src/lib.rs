@@ -239,6 +239,11 @@ impl SlackEmulator {
         self.slack().inject(method, fault, times);
     }
 
+    /// Drops every fault still queued for `method`: it answers normally again.
+    pub fn clear_faults(&self, method: &str) {
+        self.slack().clear_faults(method);
+    }
+
     /// Every Web API call so far, in the order answered (a delayed call is recorded when its
     /// answer is ready).
     pub fn calls(&self) -> Vec<Call> {

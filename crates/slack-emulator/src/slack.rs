@@ -287,6 +287,10 @@ impl Slack {
         queue.extend(std::iter::repeat_n(fault, times));
     }
 
+    pub(crate) fn clear_faults(&mut self, method: &str) {
+        self.faults.remove(method);
+    }
+
     /// The next fault queued for `method`, if any.
     pub(crate) fn take_fault(&mut self, method: &str) -> Option<Fault> {
         self.faults.get_mut(method)?.pop_front()
