@@ -507,6 +507,10 @@ pub mod reasons {
         SECRET_CONFLICT,
         EXCHANGE_INTERRUPTED,
     ];
+    /// Slack refused the token in the Secret (`auth.test`: revoked, expired, user deactivated).
+    pub const TOKEN_REVOKED: &str = "TokenRevoked";
+    /// Slack accepted the token for another team or user than the one recorded at approval.
+    pub const TOKEN_INVALID: &str = "TokenInvalid";
     /// The grant is being deleted and its token could not be revoked yet (Slack unreachable);
     /// the operator keeps trying.
     pub const REVOKE_PENDING: &str = "RevokePending";

@@ -90,6 +90,12 @@ pub struct Flags {
     )]
     pub state_key_secret: String,
 
+    /// How often each Ready grant's token is checked with Slack's `auth.test` (for example `1h`
+    /// or `15m`). Checks are spread with jitter; after a restart every token is checked again
+    /// within a minute. A token Slack refuses turns the grant `TokenRevoked` or `TokenInvalid`.
+    #[arg(long, env = "TOKEN_CHECK_INTERVAL", default_value = "1h", value_parser = humantime::parse_duration)]
+    pub token_check_interval: Duration,
+
     /// Refuse grants without `spec.teamID`. Without it, whoever opens a link may approve it from
     /// any workspace they own, and that workspace's token is stored.
     #[arg(long, env = "REQUIRE_TEAM_ID", default_value_t = false, action = clap::ArgAction::Set)]
@@ -124,6 +130,7 @@ pub struct Config {
     /// The Secret holding the state key, in `namespace`.
     pub state_key_secret: String,
     pub require_team_id: bool,
+    pub token_check_interval: Duration,
 }
 
 /// Where and how replicas elect the one that reconciles.
@@ -154,6 +161,8 @@ pub enum Error {
     PublicUrlWithQuery(String),
     #[error("failed to accept --authorization-ttl: it must be between 5 seconds and 7 days")]
     AuthorizationTtlOutOfRange,
+    #[error("failed to accept --token-check-interval: it must be between 1 second and 7 days")]
+    TokenCheckIntervalOutOfRange,
     #[error(
         "failed to accept --leader-election-lease-duration: it must be between 2 seconds and 5 minutes"
     )]
@@ -187,6 +196,11 @@ impl Flags {
         {
             return Err(Error::AuthorizationTtlOutOfRange);
         }
+        if self.token_check_interval < Duration::from_secs(1)
+            || self.token_check_interval > Duration::from_secs(7 * 24 * 3600)
+        {
+            return Err(Error::TokenCheckIntervalOutOfRange);
+        }
         let leader_election = if self.leader_election {
             let duration = self.leader_election_lease_duration;
             if duration < Duration::from_secs(2) || duration > Duration::from_secs(300) {
@@ -213,6 +227,7 @@ impl Flags {
             namespace,
             state_key_secret: self.state_key_secret,
             require_team_id: self.require_team_id,
+            token_check_interval: self.token_check_interval,
             leader_election,
             redirect_uri,
             callback_addr: self.callback_addr,

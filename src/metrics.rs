@@ -66,6 +66,11 @@ pub struct Metrics {
     pub callbacks: Family<OutcomeLabels, Counter>,
     /// 1 while this replica holds the leader Lease (or runs without leader election).
     pub leader: Gauge,
+    /// `auth.test` checks of Ready grants' tokens, by outcome: `valid`, `revoked`, `invalid`, or
+    /// `unavailable` (Slack could not answer; nothing changed).
+    pub token_checks: Family<OutcomeLabels, Counter>,
+    /// Unix time of the last token check that Slack answered.
+    pub last_token_check: Gauge,
 }
 
 impl Default for Metrics {
@@ -89,6 +94,18 @@ impl Default for Metrics {
             "Whether this replica reconciles grants",
             leader.clone(),
         );
+        let token_checks = Family::<OutcomeLabels, Counter>::default();
+        let last_token_check = Gauge::default();
+        registry.register(
+            "token_checks",
+            "auth.test checks of Ready grants' tokens, by outcome",
+            token_checks.clone(),
+        );
+        registry.register(
+            "last_token_check_timestamp_seconds",
+            "Unix time of the last token check Slack answered",
+            last_token_check.clone(),
+        );
         registry.register(
             "http_connections",
             "Open HTTP connections, by server",
@@ -109,6 +126,8 @@ impl Default for Metrics {
             reconciles,
             callbacks,
             leader,
+            token_checks,
+            last_token_check,
         }
     }
 }
@@ -127,6 +146,22 @@ impl Metrics {
                 outcome: outcome.to_owned(),
             })
             .inc();
+    }
+
+    pub fn count_token_check(&self, outcome: &str) {
+        self.token_checks
+            .get_or_create(&OutcomeLabels {
+                outcome: outcome.to_owned(),
+            })
+            .inc();
+        if outcome != "unavailable" {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or_default();
+            self.last_token_check
+                .set(i64::try_from(now).unwrap_or_default());
+        }
     }
 
     /// The metrics in Prometheus' text format.

@@ -81,6 +81,14 @@ impl SlackApi for FakeSlack {
         lock(&self.revoked).push(token.expose_secret().to_owned());
         Ok(())
     }
+
+    async fn check(
+        &self,
+        _: &SecretString,
+        _: tokio::time::Instant,
+    ) -> Result<crate::slack::TokenIdentity, SlackError> {
+        unreachable!("the callback never checks tokens")
+    }
 }
 
 /// Kubernetes in memory: one grant, Secrets by name, and a log of every call.

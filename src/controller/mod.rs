@@ -6,6 +6,7 @@
 //! managed-by label, and those shared with grants. So it never caches other Secrets, and the
 //! number of its watches does not depend on the number of grants.
 
+mod checks;
 mod plan;
 
 use std::{sync::Arc, time::Duration};
@@ -27,6 +28,7 @@ use secrecy::SecretString;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, instrument, warn};
 
+pub use self::checks::TokenCheck;
 pub use self::plan::{
     ClientSecret, EXCHANGE_ORPHANED_AFTER, EXCHANGE_RENEW_EVERY, Inputs, Link, Plan, TokenSecret,
     plan,
@@ -74,6 +76,8 @@ pub struct Context {
     pub recorder: Recorder,
     pub state_key: StateKey,
     pub slack: Arc<SlackClient>,
+    /// When each Ready grant's token is checked next, and the last verdicts.
+    checks: checks::Checks,
     /// Secrets labelled as shared with grants, in the namespace(s) this controller watches.
     shared_secrets: Store<Secret>,
     /// True once `shared_secrets` has listed. (Reconciles wait on this, not on the store itself:
@@ -146,6 +150,7 @@ async fn run_in(deps: Deps, namespace: Option<&str>, shutdown: CancellationToken
         slack,
     } = deps;
     let context = Arc::new(Context {
+        checks: checks::Checks::new(config.token_check_interval),
         shared_ready,
         recorder,
         client,
@@ -220,12 +225,23 @@ async fn reconcile_live(
     namespace: &str,
     context: &Context,
 ) -> Result<Action, Error> {
-    let (client_secret, token_secret) = observe(grant, namespace, context).await?;
+    let (client_secret, token_secret, token) = observe(grant, namespace, context).await?;
+    let token_check = match (&token, &token_secret) {
+        (
+            Some(token),
+            TokenSecret::Managed {
+                record: Some((_, installation)),
+                ..
+            },
+        ) => check_token(grant, token, installation, context).await,
+        _ => TokenCheck::Unchecked,
+    };
     let config = &context.config;
     let mut plan = plan(&Inputs {
         grant,
         client_secret,
         token_secret,
+        token_check,
         now: Timestamp::now(),
         require_team_id: config.require_team_id,
         authorization_ttl: config.authorization_ttl,
@@ -234,10 +250,58 @@ async fn reconcile_live(
         plan.publish_link(mint_link(grant, namespace, context, expires_at));
     }
     apply(grant, namespace, context, &plan).await?;
-    Ok(match plan.requeue_after {
-        Some(after) => Action::requeue(after),
-        None => Action::await_change(),
+    let uid = grant.uid().unwrap_or_default();
+    let next_check = token
+        .is_some()
+        .then(|| context.checks.until_next(&uid, tokio::time::Instant::now()))
+        .flatten();
+    Ok(match (plan.requeue_after, next_check) {
+        (Some(a), Some(b)) => Action::requeue(a.min(b)),
+        (Some(after), None) | (None, Some(after)) => Action::requeue(after),
+        (None, None) => Action::await_change(),
     })
+}
+
+/// How long one `auth.test` may take, retries included.
+const CHECK_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// The verdict on the grant's token, checking it with Slack first if a check is due.
+async fn check_token(
+    grant: &SlackOAuthGrant,
+    token: &SecretString,
+    installation: &crate::api::InstallationStatus,
+    context: &Context,
+) -> TokenCheck {
+    let uid = grant.uid().unwrap_or_default();
+    let now = tokio::time::Instant::now();
+    let (verdict, wait) = context.checks.due(&uid, token, now);
+    if wait.is_some() {
+        return verdict;
+    }
+    let answer = context.slack.check(token, now + CHECK_TIMEOUT).await;
+    let retry_after = match &answer {
+        Err(crate::slack::SlackError::RateLimited { retry_after, .. }) => Some(*retry_after),
+        _ => None,
+    };
+    let checked = checks::verdict(&answer, installation);
+    context.metrics.count_token_check(match checked {
+        Some(TokenCheck::Valid) => "valid",
+        Some(TokenCheck::Revoked) => "revoked",
+        Some(TokenCheck::Invalid) => "invalid",
+        Some(TokenCheck::Unchecked) | None => "unavailable",
+    });
+    if checked.is_none() {
+        if let Err(error) = &answer {
+            warn!(
+                error = error as &dyn std::error::Error,
+                "failed to check the token with Slack; the grant is unchanged"
+            );
+        }
+    }
+    context
+        .checks
+        .record(&uid, checked, retry_after, tokio::time::Instant::now());
+    checked.unwrap_or(verdict)
 }
 
 /// The grant is being deleted: revoke its token (`Revoke`) or release its Secret (`Retain`)
@@ -358,7 +422,7 @@ async fn observe(
     grant: &SlackOAuthGrant,
     namespace: &str,
     context: &Context,
-) -> Result<(ClientSecret, TokenSecret), Error> {
+) -> Result<(ClientSecret, TokenSecret, Option<SecretString>), Error> {
     context
         .shared_ready
         .clone()
@@ -380,15 +444,19 @@ async fn observe(
         _ => ClientSecret::SecretMissing,
     };
     let secrets = Api::<Secret>::namespaced(context.client.clone(), namespace);
+    let mut token = None;
     let token_secret = match get_secret(&secrets, &grant.spec.secret.name).await? {
         None => TokenSecret::Absent,
-        Some(secret) if manages(&secret, grant) => TokenSecret::Managed {
-            has_token: has_key(&secret, &grant.spec.secret.key),
-            record: read_secret_record(&secret),
-        },
+        Some(secret) if manages(&secret, grant) => {
+            token = token_in(&secret, &grant.spec.secret.key);
+            TokenSecret::Managed {
+                has_token: token.is_some(),
+                record: read_secret_record(&secret),
+            }
+        }
         Some(_) => TokenSecret::Foreign,
     };
-    Ok((client_secret, token_secret))
+    Ok((client_secret, token_secret, token))
 }
 
 /// A new authorization link for the grant, valid until `expires_at`: a fresh signed state.

@@ -17,6 +17,7 @@ use crate::{
     },
     authorization::{state_of, team_label},
     callback::state::AuthorizationState,
+    controller::checks::TokenCheck,
     events::PlannedEvent,
 };
 
@@ -59,6 +60,8 @@ pub struct Inputs<'a> {
     pub grant: &'a SlackOAuthGrant,
     pub client_secret: ClientSecret,
     pub token_secret: TokenSecret,
+    /// What the last `auth.test` of the token in the Secret said.
+    pub token_check: TokenCheck,
     pub now: Timestamp,
     /// `--require-team-id`.
     pub require_team_id: bool,
@@ -185,7 +188,14 @@ pub fn plan(inputs: &Inputs<'_>) -> Plan {
                     record: Some((approved_for, installation)),
                 },
                 _,
-            ) if *approved_for == seen.generation => authorized(&seen, &mut plan, installation),
+            ) if *approved_for == seen.generation => match refused(&seen, installation) {
+                None => authorized(&seen, &mut plan, installation),
+                Some(reason) => {
+                    plan.status.installation = Some(installation.clone());
+                    let verdict = awaiting(&seen, &mut plan);
+                    token_refused(&seen, verdict, reason)
+                }
+            },
             (_, ClientSecret::SecretMissing | ClientSecret::KeyMissing) => {
                 plan.status.phase = Some(Phase::Failed);
                 Verdict::not_ready(
@@ -198,6 +208,47 @@ pub fn plan(inputs: &Inputs<'_>) -> Plan {
     };
     conclude(&seen, &mut plan, verdict);
     plan
+}
+
+/// Whether Slack refused the token in the Secret: by the last check, or (before this process has
+/// checked it) by the condition an earlier check left, if that is about this very token.
+fn refused(seen: &Seen<'_>, installation: &InstallationStatus) -> Option<&'static str> {
+    match seen.inputs.token_check {
+        TokenCheck::Revoked => Some(reasons::TOKEN_REVOKED),
+        TokenCheck::Invalid => Some(reasons::TOKEN_INVALID),
+        TokenCheck::Valid => None,
+        TokenCheck::Unchecked => {
+            let ready = seen.ready()?;
+            let about_this_token = installation
+                .authorized_at
+                .as_ref()
+                .is_none_or(|at| at.0 <= ready.last_transition_time.0);
+            [reasons::TOKEN_REVOKED, reasons::TOKEN_INVALID]
+                .into_iter()
+                .find(|r| *r == ready.reason && about_this_token)
+        }
+    }
+}
+
+/// A token Slack refused: not Ready, a fresh link (from `awaiting`), and the Secret keeps the old
+/// value until a new approval replaces it. A new approval pending for another reason (an exchange
+/// in flight) keeps its own verdict.
+fn token_refused(seen: &Seen<'_>, awaiting: Verdict, reason: &'static str) -> Verdict {
+    if awaiting.reason == reasons::EXCHANGING {
+        return awaiting;
+    }
+    let what = if reason == reasons::TOKEN_REVOKED {
+        "Slack no longer accepts the token"
+    } else {
+        "Slack says the token belongs to another team or user than the one that approved it"
+    };
+    Verdict::not_ready(
+        reason,
+        format!(
+            "{what} in Secret {}. The Secret keeps it until a Slack owner approves the new link in status.authorizationURL.",
+            seen.secret()
+        ),
+    )
 }
 
 fn team_id_required(plan: &mut Plan) -> Verdict {
@@ -489,6 +540,7 @@ mod tests {
             grant,
             client_secret,
             token_secret,
+            token_check: TokenCheck::Unchecked,
             now: now(),
             require_team_id: false,
             authorization_ttl: Duration::from_secs(3600),
@@ -825,10 +877,48 @@ mod tests {
             grant,
             client_secret: ClientSecret::Present,
             token_secret: TokenSecret::Absent,
+            token_check: TokenCheck::Unchecked,
             now: now(),
             require_team_id,
             authorization_ttl: Duration::from_secs(3600),
         })
+    }
+
+    #[test]
+    fn a_token_slack_refuses_is_not_ready_gets_a_fresh_link_and_keeps_the_secret() {
+        let token = TokenSecret::Managed {
+            has_token: true,
+            record: Some((2, installation())),
+        };
+        let g = grant(json!(null));
+        let revoked = decide(&Inputs {
+            grant: &g,
+            client_secret: ClientSecret::Present,
+            token_secret: token.clone(),
+            token_check: TokenCheck::Revoked,
+            now: now(),
+            require_team_id: false,
+            authorization_ttl: Duration::from_secs(3600),
+        });
+        assert_eq!(ready(&revoked).reason, reasons::TOKEN_REVOKED);
+        assert!(revoked.status.authorization_url.is_some(), "a fresh link");
+        assert_eq!(revoked.status.installation, Some(installation()));
+        assert!(
+            revoked
+                .events
+                .iter()
+                .any(|e| e.warning && e.reason == reasons::TOKEN_REVOKED)
+        );
+
+        // After a restart, before this process has checked the token, the verdict stands.
+        let settled = grant(serde_json::to_value(&revoked.status).expect("json"));
+        let unchecked = run(&settled, ClientSecret::Present, token.clone());
+        assert_eq!(ready(&unchecked).reason, reasons::TOKEN_REVOKED);
+        assert!(unchecked.events.is_empty(), "warned once");
+
+        // Slack down says nothing: a grant whose token was never refused stays Ready.
+        let ready_grant = run(&g, ClientSecret::Present, token);
+        assert_eq!(ready(&ready_grant).reason, reasons::AUTHORIZED);
     }
 
     #[test]

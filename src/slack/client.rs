@@ -14,7 +14,9 @@ use tokio::time::Instant;
 use tracing::{debug, warn};
 use url::Url;
 
-use super::{CodeExchange, OAuthAccess, SlackApi, SlackError, is_error_code};
+use super::{
+    CodeExchange, OAuthAccess, SlackApi, SlackError, TokenIdentity, is_dead_token, is_error_code,
+};
 use crate::retry::Backoff;
 
 /// Timeouts and backoff of [`SlackClient`].
@@ -199,16 +201,24 @@ impl SlackApi for SlackClient {
         {
             Ok(_) => Ok(()),
             // The token is already gone: that is what revoking wanted.
-            Err(SlackError::Api { code, .. })
-                if matches!(
-                    code.as_str(),
-                    "invalid_auth" | "token_revoked" | "token_expired" | "account_inactive"
-                ) =>
-            {
-                Ok(())
-            }
+            Err(error) if is_dead_token(&error) => Ok(()),
             Err(error) => Err(error),
         }
+    }
+
+    async fn check(
+        &self,
+        token: &SecretString,
+        deadline: Instant,
+    ) -> Result<TokenIdentity, SlackError> {
+        const METHOD: &str = "auth.test";
+        let body = self
+            .call(METHOD, &[], Auth::Bearer(token), deadline)
+            .await?;
+        serde_json::from_slice(&body).map_err(|source| SlackError::Decode {
+            method: METHOD,
+            source,
+        })
     }
 }
 

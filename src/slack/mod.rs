@@ -28,6 +28,35 @@ pub trait SlackApi: Send + Sync + 'static {
         token: &SecretString,
         deadline: Instant,
     ) -> impl Future<Output = Result<(), SlackError>> + Send;
+
+    /// `auth.test` for `token`: who the token belongs to, if Slack still accepts it. Transient
+    /// failures are retried until `deadline`.
+    fn check(
+        &self,
+        token: &SecretString,
+        deadline: Instant,
+    ) -> impl Future<Output = Result<TokenIdentity, SlackError>> + Send;
+}
+
+/// What `auth.test` says a token belongs to.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+pub struct TokenIdentity {
+    #[serde(default)]
+    pub team_id: Option<String>,
+    #[serde(default)]
+    pub user_id: Option<String>,
+    #[serde(default)]
+    pub enterprise_id: Option<String>,
+}
+
+/// Slack's answers meaning a token is no longer valid (revoked, expired, or its user gone).
+pub fn is_dead_token(error: &SlackError) -> bool {
+    matches!(
+        error.code(),
+        Some(
+            "invalid_auth" | "token_revoked" | "token_expired" | "account_inactive" | "not_authed"
+        )
+    )
 }
 
 /// The parameters of a code exchange.

@@ -1,0 +1,280 @@
+//! When each Ready grant's token is next checked with `auth.test`, and what the last check
+//! said. Kept in memory: after a restart or a leader change every token is checked again, each
+//! at a random moment within [`FIRST_CHECK_SPREAD`], and later checks are spread by jitter, so
+//! that many grants never call Slack in a burst. Checking costs no API write: only a change of
+//! verdict reaches the grant's status.
+
+use std::{collections::HashMap, sync::Mutex, time::Duration};
+
+use rand::RngExt;
+use secrecy::{ExposeSecret, SecretString};
+use sha2::{Digest, Sha256};
+use tokio::time::Instant;
+
+use crate::{
+    api::{InstallationStatus, TokenKind},
+    slack::{SlackError, TokenIdentity, is_dead_token},
+};
+
+/// The first check of a token this process has not seen yet falls within this long.
+pub const FIRST_CHECK_SPREAD: Duration = Duration::from_secs(60);
+/// After a check that failed because Slack could not answer, the next one comes this soon
+/// (or after Slack's Retry-After, if longer).
+const RETRY_AFTER_FAILURE: Duration = Duration::from_secs(30);
+
+/// What the last check of a grant's token said.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TokenCheck {
+    /// Not checked by this process yet.
+    Unchecked,
+    Valid,
+    /// Slack refused it: revoked, expired, or its user deactivated.
+    Revoked,
+    /// Slack accepted it for another team or user than the one recorded.
+    Invalid,
+}
+
+struct Entry {
+    /// Of the token the verdict is about; never logged, never stored.
+    fingerprint: [u8; 32],
+    next_due: Instant,
+    verdict: TokenCheck,
+}
+
+/// The schedule and verdicts of every token this controller checks.
+pub struct Checks {
+    interval: Duration,
+    entries: Mutex<HashMap<String, Entry>>,
+}
+
+fn fingerprint(token: &SecretString) -> [u8; 32] {
+    Sha256::digest(token.expose_secret().as_bytes()).into()
+}
+
+/// `base` scaled by a random factor in [0.9, 1.1).
+fn jittered(base: Duration) -> Duration {
+    base.mul_f64(rand::rng().random_range(0.9..1.1))
+}
+
+impl Checks {
+    pub fn new(interval: Duration) -> Self {
+        Self {
+            interval,
+            entries: Mutex::default(),
+        }
+    }
+
+    fn entries(&self) -> std::sync::MutexGuard<'_, HashMap<String, Entry>> {
+        self.entries
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The verdict on grant `uid`'s current `token`, and whether a check is due now; otherwise
+    /// how long until it is. A token not seen before gets a random first check time.
+    pub fn due(
+        &self,
+        uid: &str,
+        token: &SecretString,
+        now: Instant,
+    ) -> (TokenCheck, Option<Duration>) {
+        let print = fingerprint(token);
+        let spread = FIRST_CHECK_SPREAD.min(self.interval);
+        let mut entries = self.entries();
+        let entry = entries.entry(uid.to_owned()).or_insert_with(|| Entry {
+            fingerprint: print,
+            next_due: now + spread.mul_f64(rand::rng().random_range(0.0..1.0)),
+            verdict: TokenCheck::Unchecked,
+        });
+        if entry.fingerprint != print {
+            // A new token (a new approval): its verdict starts over, and it is checked soon.
+            entry.fingerprint = print;
+            entry.verdict = TokenCheck::Unchecked;
+            entry.next_due = now + spread.mul_f64(rand::rng().random_range(0.0..1.0));
+        }
+        let wait = entry.next_due.saturating_duration_since(now);
+        (entry.verdict, (!wait.is_zero()).then_some(wait))
+    }
+
+    /// Records a check's outcome. `None` (Slack could not answer) keeps the verdict and tries
+    /// again soon.
+    pub fn record(
+        &self,
+        uid: &str,
+        verdict: Option<TokenCheck>,
+        retry_after: Option<Duration>,
+        now: Instant,
+    ) {
+        let mut entries = self.entries();
+        let Some(entry) = entries.get_mut(uid) else {
+            return;
+        };
+        match verdict {
+            Some(verdict) => {
+                entry.verdict = verdict;
+                entry.next_due = now + jittered(self.interval);
+            }
+            None => {
+                let wait = retry_after
+                    .unwrap_or(RETRY_AFTER_FAILURE)
+                    .max(RETRY_AFTER_FAILURE);
+                entry.next_due = now + jittered(wait.min(self.interval));
+            }
+        }
+    }
+
+    /// Until the next check of `uid`, if it is scheduled.
+    pub fn until_next(&self, uid: &str, now: Instant) -> Option<Duration> {
+        self.entries().get(uid).map(|e| {
+            e.next_due
+                .saturating_duration_since(now)
+                .max(Duration::from_secs(1))
+        })
+    }
+}
+
+/// The verdict of an `auth.test` answer about a token recorded for `installation`; `None` when
+/// Slack could not answer (network, 429, 5xx), which says nothing about the token.
+pub fn verdict(
+    answer: &Result<TokenIdentity, SlackError>,
+    installation: &InstallationStatus,
+) -> Option<TokenCheck> {
+    match answer {
+        Ok(identity) => {
+            let team_ok = identity.team_id.as_ref().is_none_or(|team| {
+                Some(team) == installation.team_id.as_ref()
+                    || Some(team) == installation.enterprise_id.as_ref()
+            });
+            let user_token = installation.token_type != Some(TokenKind::Bot);
+            let user_ok = !user_token
+                || installation.authorized_user_id.is_none()
+                || identity.user_id == installation.authorized_user_id;
+            Some(if team_ok && user_ok {
+                TokenCheck::Valid
+            } else {
+                TokenCheck::Invalid
+            })
+        }
+        Err(error) if is_dead_token(error) => Some(TokenCheck::Revoked),
+        Err(_) => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn installation() -> InstallationStatus {
+        InstallationStatus {
+            team_id: Some("T1".into()),
+            authorized_user_id: Some("U1".into()),
+            token_type: Some(TokenKind::User),
+            ..Default::default()
+        }
+    }
+
+    fn identity(team: &str, user: &str) -> TokenIdentity {
+        TokenIdentity {
+            team_id: Some(team.into()),
+            user_id: Some(user.into()),
+            enterprise_id: None,
+        }
+    }
+
+    #[test]
+    fn slack_refusing_or_naming_someone_else_is_a_verdict_and_slack_down_is_none() {
+        let recorded = installation();
+        assert_eq!(
+            verdict(&Ok(identity("T1", "U1")), &recorded),
+            Some(TokenCheck::Valid)
+        );
+        assert_eq!(
+            verdict(&Ok(identity("T2", "U1")), &recorded),
+            Some(TokenCheck::Invalid)
+        );
+        assert_eq!(
+            verdict(&Ok(identity("T1", "U2")), &recorded),
+            Some(TokenCheck::Invalid)
+        );
+        let api = |code: &str| SlackError::Api {
+            method: "auth.test",
+            code: code.into(),
+        };
+        for code in [
+            "token_revoked",
+            "invalid_auth",
+            "token_expired",
+            "account_inactive",
+        ] {
+            assert_eq!(
+                verdict(&Err(api(code)), &recorded),
+                Some(TokenCheck::Revoked),
+                "{code}"
+            );
+        }
+        let down = SlackError::Status {
+            method: "auth.test",
+            status: 503,
+        };
+        assert_eq!(verdict(&Err(down), &recorded), None);
+        let limited = SlackError::RateLimited {
+            method: "auth.test",
+            retry_after: Duration::from_secs(5),
+        };
+        assert_eq!(verdict(&Err(limited), &recorded), None);
+    }
+
+    #[test]
+    fn first_checks_are_spread_and_later_ones_follow_the_interval() {
+        let checks = Checks::new(Duration::from_secs(3600));
+        let now = Instant::now();
+        let token = SecretString::from("xoxp-1");
+        let waits: Vec<Duration> = (0..200)
+            .map(|i| {
+                checks
+                    .due(&format!("uid-{i}"), &token, now)
+                    .1
+                    .unwrap_or_default()
+            })
+            .collect();
+        assert!(waits.iter().all(|w| *w <= FIRST_CHECK_SPREAD));
+        let early = waits
+            .iter()
+            .filter(|w| **w < FIRST_CHECK_SPREAD / 2)
+            .count();
+        assert!(
+            (50..150).contains(&early),
+            "spread, not a burst: {early} of 200 in the first half"
+        );
+
+        checks.record("uid-0", Some(TokenCheck::Valid), None, now);
+        let (verdict, wait) = checks.due("uid-0", &token, now);
+        assert_eq!(verdict, TokenCheck::Valid);
+        let wait = wait.expect("scheduled");
+        assert!(
+            wait >= Duration::from_secs(3240) && wait <= Duration::from_secs(3960),
+            "{wait:?}"
+        );
+
+        // A new token starts over.
+        let (verdict, _) = checks.due("uid-0", &SecretString::from("xoxp-2"), now);
+        assert_eq!(verdict, TokenCheck::Unchecked);
+    }
+
+    #[test]
+    fn slack_being_down_keeps_the_verdict_and_retries_soon() {
+        let checks = Checks::new(Duration::from_secs(3600));
+        let now = Instant::now();
+        let token = SecretString::from("xoxp-1");
+        checks.due("u", &token, now);
+        checks.record("u", Some(TokenCheck::Valid), None, now);
+        checks.record("u", None, Some(Duration::from_secs(120)), now);
+        let (verdict, wait) = checks.due("u", &token, now);
+        assert_eq!(verdict, TokenCheck::Valid);
+        let wait = wait.expect("scheduled");
+        assert!(
+            wait >= Duration::from_secs(100) && wait <= Duration::from_secs(140),
+            "{wait:?}"
+        );
+    }
+}
