@@ -81,16 +81,7 @@ pub async fn run(
 ) -> Result<(), Error> {
     let config = Arc::new(config);
     let client = Client::try_from(kube_config.clone()).map_err(Error::Kubernetes)?;
-    let callback_listener =
-        listen(config.callback_addr, CALLBACK_BACKLOG).map_err(|source| Error::BindCallback {
-            addr: config.callback_addr,
-            source,
-        })?;
-    let admin_listener =
-        listen(config.admin_addr, ADMIN_BACKLOG).map_err(|source| Error::BindAdmin {
-            addr: config.admin_addr,
-            source,
-        })?;
+    let (callback_listener, admin_listener) = bind(&config)?;
     client
         .apiserver_version()
         .await
@@ -309,6 +300,20 @@ async fn lease_manager(
             }
         }
     }
+}
+
+/// The callback and admin listeners.
+fn bind(config: &Config) -> Result<(tokio::net::TcpListener, tokio::net::TcpListener), Error> {
+    let callback =
+        listen(config.callback_addr, CALLBACK_BACKLOG).map_err(|source| Error::BindCallback {
+            addr: config.callback_addr,
+            source,
+        })?;
+    let admin = listen(config.admin_addr, ADMIN_BACKLOG).map_err(|source| Error::BindAdmin {
+        addr: config.admin_addr,
+        source,
+    })?;
+    Ok((callback, admin))
 }
 
 /// A listener on `addr` with `backlog`, address reuse on as `TcpListener::bind` has it.
