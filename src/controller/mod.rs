@@ -290,13 +290,11 @@ async fn check_token(
         Some(TokenCheck::Invalid) => "invalid",
         Some(TokenCheck::Unchecked) | None => "unavailable",
     });
-    if checked.is_none() {
-        if let Err(error) = &answer {
-            warn!(
-                error = error as &dyn std::error::Error,
-                "failed to check the token with Slack; the grant is unchanged"
-            );
-        }
+    if let (None, Err(error)) = (checked, &answer) {
+        warn!(
+            error = error as &dyn std::error::Error,
+            "failed to check the token with Slack; the grant is unchanged"
+        );
     }
     context
         .checks
