@@ -18,8 +18,8 @@ run: ## Run the operator against the current kube context, or a local control pl
 test: ## Build what is missing, start a throwaway control plane, run every test, stop it.
 	@hack/test.sh
 
-test-unit: ## Only the tests that need no control plane.
-	cargo test --locked --workspace
+test-unit: ## Only the tests that need no control plane (helm renders the chart).
+	HELM="$$(hack/tools.sh)/helm" cargo test --locked --workspace
 
 lint: ## rustfmt and clippy, warnings are errors.
 	cargo fmt --all --check

@@ -1,8 +1,8 @@
 //! A test that needs the control plane must fail loudly without one, never pass. This checks the
 //! one helper every such test gets its client from.
 
-#[path = "cluster/support.rs"]
-#[allow(dead_code)]
+#[path = "cluster/support/mod.rs"]
+#[allow(dead_code, unused_imports)]
 mod support;
 
 #[tokio::test]

@@ -551,16 +551,13 @@ async fn kubectl_explain_shows_the_field_docs() {
     // established, so retry briefly.
     let mut last = String::new();
     for _ in 0..60 {
-        let output = std::process::Command::new(&kubectl)
-            .args(["explain", "slackoauthgrants.spec.secret.key"])
-            .output()
-            .expect("run kubectl");
-        last = format!(
-            "{}{}",
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
+        let ran = support::run(
+            &kubectl,
+            &["explain", "slackoauthgrants.spec.secret.key"],
+            None,
         );
-        if output.status.success() {
+        last = format!("{}{}", ran.stdout, ran.stderr);
+        if ran.success {
             break;
         }
         tokio::time::sleep(Duration::from_millis(500)).await;

@@ -1,24 +1,17 @@
-//! The Helm chart as a user meets it: it lints and renders with every example values file, its
-//! schema refuses values that cannot work, its CRD is the generated one, everything it renders is
-//! accepted by the real API server, installs and upgrades are idempotent, the NOTES print the
-//! redirect URL, the operator it deploys is restricted, probed and reachable only through its
-//! callback, and its RBAC is docs/security.md's model as the API server enforces it: Secrets only
-//! in the watched namespaces, the state key alone in the release namespace, and every namespace
-//! only with `clusterWide`.
+//! The Helm chart as the API server meets it: everything it renders is accepted by a server-side
+//! dry run, installs and upgrades are idempotent, it adopts and keeps the shared CRD, its pods
+//! pass the restricted Pod Security Standard, the operator it configures is reachable only
+//! through its callback, and its RBAC is docs/security.md's model as the API server enforces it:
+//! Secrets only in the watched namespaces, the state key alone in the release namespace, and
+//! every namespace only with `clusterWide`. What helm alone can check (lint, the values schema,
+//! what is rendered) is in `tests/chart_render.rs`, which needs no control plane.
 //!
 //! Each test that installs a release names it after its own namespace (or installs it in a
 //! namespace of its own), so releases of tests running side by side never share an object. The
 //! CRD is shared by every test in this binary, so only one test lets Helm own it; the others
 //! install with `crds.enabled=false`.
 
-use std::{
-    collections::BTreeMap,
-    ffi::OsStr,
-    io::Write,
-    path::PathBuf,
-    process::{Command, Stdio},
-    time::Duration,
-};
+use std::{collections::BTreeMap, path::PathBuf, time::Duration};
 
 use k8s_openapi::{
     api::{
@@ -33,134 +26,22 @@ use kube::{
     api::{DeleteParams, GetParams, ListParams, Patch, PatchParams, PostParams, WatchParams},
 };
 use serde_json::{Value, json};
-use slack_oauth_operator::{crdgen::CRD_PATH, run::SHUTDOWN_BUDGET};
 
-use crate::support::{self, Launch, Operator, TestNamespace};
+use crate::support::{
+    self, Launch, Operator, Ran, TestNamespace,
+    chart::{
+        HOST, Rendered, chart, container_port, example_values_files, flag, ingress_with_tls,
+        object_id, parse_documents, port_of, render, set, watching,
+    },
+    helm, kubectl, must_fail, run, tool,
+};
 
 const CRD_NAME: &str = "slackoauthgrants.slack-oauth-operator.io";
 /// The field manager Helm 4 applies with (server-side apply), seen in `managedFields`.
 const HELM_FIELD_MANAGER: &str = "helm";
-const HOST: &str = "slack-oauth.example.com";
 
 // ---------------------------------------------------------------------------------------------
-// Running helm and kubectl.
-
-/// What a finished helm or kubectl run printed.
-struct Ran {
-    success: bool,
-    code: Option<i32>,
-    stdout: String,
-    stderr: String,
-}
-
-/// Runs the tool named by the environment variable `tool` (`HELM`, `KUBECTL`), feeding `stdin`.
-fn run<S: AsRef<OsStr>>(tool: &str, args: &[S], stdin: Option<&str>) -> (String, Ran) {
-    let program = support::tool(tool);
-    let line = std::iter::once(program.display().to_string())
-        .chain(
-            args.iter()
-                .map(|a| a.as_ref().to_string_lossy().into_owned()),
-        )
-        .collect::<Vec<_>>()
-        .join(" ");
-    let mut child = Command::new(&program)
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot start `{line}`: {e}"));
-    // Written from a thread, so a tool that prints before it has read all its input cannot
-    // deadlock on full pipes; dropping stdin then closes it, which ends a `-f -` input.
-    let mut input = child.stdin.take().expect("stdin is piped");
-    let text = stdin.unwrap_or_default().to_owned();
-    let writer = std::thread::spawn(move || input.write_all(text.as_bytes()));
-    let output = child
-        .wait_with_output()
-        .unwrap_or_else(|e| panic!("`{line}` did not finish: {e}"));
-    writer
-        .join()
-        .expect("the stdin writer did not panic")
-        .unwrap_or_else(|e| panic!("cannot write to `{line}`: {e}"));
-    let ran = Ran {
-        success: output.status.success(),
-        code: output.status.code(),
-        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-    };
-    (line, ran)
-}
-
-/// Runs a tool that must succeed, and returns its standard output.
-fn must<S: AsRef<OsStr>>(tool: &str, args: &[S], stdin: Option<&str>) -> String {
-    let (line, ran) = run(tool, args, stdin);
-    assert!(
-        ran.success,
-        "`{line}` failed ({:?})\n--- stdout\n{}\n--- stderr\n{}",
-        ran.code, ran.stdout, ran.stderr
-    );
-    ran.stdout
-}
-
-/// Runs a tool that must fail, and returns everything it printed (helm lint reports on stdout,
-/// helm template on stderr).
-fn must_fail<S: AsRef<OsStr>>(tool: &str, args: &[S]) -> String {
-    let (line, ran) = run(tool, args, None);
-    assert!(
-        !ran.success,
-        "`{line}` should have failed, but succeeded\n--- stdout\n{}\n--- stderr\n{}",
-        ran.stdout, ran.stderr
-    );
-    format!("{}{}", ran.stdout, ran.stderr)
-}
-
-fn helm<S: AsRef<OsStr>>(args: &[S]) -> String {
-    must("HELM", args, None)
-}
-
-fn kubectl<S: AsRef<OsStr>>(args: &[S], stdin: Option<&str>) -> String {
-    must("KUBECTL", args, stdin)
-}
-
-// ---------------------------------------------------------------------------------------------
-// The chart, its values and what it renders.
-
-fn chart() -> String {
-    support::repo_root()
-        .join("charts/slack-oauth-operator")
-        .to_string_lossy()
-        .into_owned()
-}
-
-/// The example values files in the chart's `ci/` folder (which `helm lint` and chart-testing
-/// pick up).
-fn example_values_files() -> Vec<PathBuf> {
-    let dir = support::repo_root().join("charts/slack-oauth-operator/ci");
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .unwrap_or_else(|e| panic!("read {}: {e}", dir.display()))
-        .map(|entry| entry.expect("a directory entry").path())
-        .filter(|path| path.extension() == Some(OsStr::new("yaml")))
-        .collect();
-    files.sort();
-    files
-}
-
-/// `--set` flags, one per `key=value`.
-fn set(pairs: &[&str]) -> Vec<String> {
-    pairs
-        .iter()
-        .flat_map(|pair| ["--set".to_owned(), (*pair).to_owned()])
-        .collect()
-}
-
-/// An Ingress on [`HOST`] with a TLS certificate, so the public URL is `https://HOST`.
-fn ingress_with_tls() -> Vec<String> {
-    set(&[
-        "ingress.enabled=true",
-        &format!("ingress.host={HOST}"),
-        "ingress.tls[0].secretName=slack-oauth-tls",
-    ])
-}
+// Values and releases in the cluster.
 
 /// Values that turn on every optional object of the chart.
 fn everything_enabled() -> Vec<String> {
@@ -177,130 +58,6 @@ fn everything_enabled() -> Vec<String> {
     ]
     .concat()
 }
-
-/// `watchNamespaces` as a `--set` value.
-fn watching(namespaces: &[&str]) -> Vec<String> {
-    set(&[&format!("watchNamespaces={{{}}}", namespaces.join(","))])
-}
-
-/// The documents `helm template` renders.
-struct Rendered(Vec<Value>);
-
-impl Rendered {
-    fn of_kind(&self, kind: &str) -> Vec<&Value> {
-        self.0.iter().filter(|d| d["kind"] == kind).collect()
-    }
-
-    /// The one document of `kind`.
-    fn one(&self, kind: &str) -> &Value {
-        match self.of_kind(kind).as_slice() {
-            [one] => one,
-            other => panic!(
-                "expected one {kind}, found {}; rendered: {:?}",
-                other.len(),
-                self.names()
-            ),
-        }
-    }
-
-    /// `Kind namespace/name` of every document, sorted.
-    fn names(&self) -> Vec<String> {
-        let mut names: Vec<String> = self.0.iter().map(object_id).collect();
-        names.sort();
-        names
-    }
-
-    fn kinds(&self) -> Vec<String> {
-        let mut kinds: Vec<String> = self
-            .0
-            .iter()
-            .map(|d| d["kind"].as_str().unwrap_or_default().to_owned())
-            .collect();
-        kinds.sort();
-        kinds.dedup();
-        kinds
-    }
-
-    /// The operator's container in the Deployment.
-    fn container(&self) -> &Value {
-        operator_container(self.one("Deployment"))
-    }
-}
-
-fn parse_documents(yaml: &str) -> Vec<Value> {
-    serde_saphyr::from_multiple::<Value>(yaml)
-        .unwrap_or_else(|e| panic!("the rendered YAML parses: {e}\n{yaml}"))
-        .into_iter()
-        .filter(|d| !d.is_null())
-        .collect()
-}
-
-/// `helm template` of release `release` in `namespace` with `values`.
-fn render(release: &str, namespace: &str, values: &[String]) -> Rendered {
-    let chart = chart();
-    let mut args = vec![
-        "template",
-        release,
-        chart.as_str(),
-        "--namespace",
-        namespace,
-    ];
-    args.extend(values.iter().map(String::as_str));
-    Rendered(parse_documents(&helm(&args)))
-}
-
-/// `Kind namespace/name`, naming an object in messages and maps.
-fn object_id(object: &Value) -> String {
-    format!(
-        "{} {}/{}",
-        object["kind"].as_str().unwrap_or_default(),
-        object["metadata"]["namespace"].as_str().unwrap_or_default(),
-        object["metadata"]["name"].as_str().unwrap_or_default()
-    )
-}
-
-fn operator_container(deployment: &Value) -> &Value {
-    deployment["spec"]["template"]["spec"]["containers"]
-        .as_array()
-        .and_then(|containers| containers.iter().find(|c| c["name"] == "operator"))
-        .unwrap_or_else(|| panic!("the Deployment has an `operator` container: {deployment:#}"))
-}
-
-/// The value of the container's `--name=value` argument.
-fn flag(container: &Value, name: &str) -> String {
-    let prefix = format!("{name}=");
-    container["args"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(Value::as_str)
-        .find_map(|arg| arg.strip_prefix(&prefix))
-        .unwrap_or_else(|| panic!("no {name}= argument in {:#}", container["args"]))
-        .to_owned()
-}
-
-/// The container port named `name`.
-fn container_port(container: &Value, name: &str) -> u64 {
-    container["ports"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .find(|p| p["name"] == name)
-        .and_then(|p| p["containerPort"].as_u64())
-        .unwrap_or_else(|| panic!("no container port named {name}: {:#}", container["ports"]))
-}
-
-/// The port of a `host:port` listen address such as `--admin-addr`'s.
-fn port_of(address: &str) -> u64 {
-    address
-        .rsplit(':')
-        .next()
-        .and_then(|p| p.parse().ok())
-        .unwrap_or_else(|| panic!("{address} ends with a port"))
-}
-
-// ---------------------------------------------------------------------------------------------
-// Releases in the cluster.
 
 /// `helm <verb> <release> <chart>` in the namespace of the same name, then the manifest Helm
 /// recorded for the release.
@@ -427,30 +184,6 @@ fn as_helm_applies_it(manifest: &str, release: &str) -> String {
     json!({ "apiVersion": "v1", "kind": "List", "items": items }).to_string()
 }
 
-/// Where two JSON values first differ, as a path with both sides, or `None` when equal. Keeps a
-/// failure about a 300-line CRD readable.
-fn first_difference(left: &Value, right: &Value, path: &str) -> Option<String> {
-    match (left, right) {
-        (Value::Object(l), Value::Object(r)) => l
-            .keys()
-            .chain(r.keys().filter(|k| !l.contains_key(*k)))
-            .find_map(|k| {
-                first_difference(
-                    l.get(k).unwrap_or(&Value::Null),
-                    r.get(k).unwrap_or(&Value::Null),
-                    &format!("{path}.{k}"),
-                )
-            }),
-        (Value::Array(l), Value::Array(r)) if l.len() == r.len() => l
-            .iter()
-            .zip(r)
-            .enumerate()
-            .find_map(|(i, (l, r))| first_difference(l, r, &format!("{path}[{i}]"))),
-        _ if left == right => None,
-        _ => Some(format!("{path}: chart {left} / committed {right}")),
-    }
-}
-
 /// Whether the API server serves the Prometheus Operator's ServiceMonitor, by discovery.
 async fn serves_service_monitors(client: &Client) -> bool {
     match kube::discovery::group(client, "monitoring.coreos.com").await {
@@ -461,215 +194,7 @@ async fn serves_service_monitors(client: &Client) -> bool {
 }
 
 // ---------------------------------------------------------------------------------------------
-// 1. Lint, render and the values schema.
-
-#[tokio::test]
-#[ignore = "needs the local control plane: run `make test`"]
-async fn chart_lints_strictly_and_renders_with_the_default_values_and_every_example_values_file() {
-    let chart = chart();
-    helm(&["lint", "--strict", chart.as_str()]);
-    assert_eq!(
-        render("lint", "lint", &[]).kinds(),
-        [
-            "CustomResourceDefinition",
-            "Deployment",
-            "PodDisruptionBudget",
-            "Role",
-            "RoleBinding",
-            "Service",
-            "ServiceAccount"
-        ],
-        "what the default values render: Roles, and no ClusterRole"
-    );
-
-    let examples = example_values_files();
-    assert!(
-        examples.len() >= 2,
-        "the chart's ci/ folder holds the example values files: {examples:?}"
-    );
-    for file in &examples {
-        let file = file.to_string_lossy();
-        helm(&["lint", "--strict", chart.as_str(), "-f", &file]);
-        let rendered = render("lint", "lint", &["-f".to_owned(), file.to_string()]);
-        rendered.one("Deployment");
-    }
-}
-
-#[tokio::test]
-#[ignore = "needs the local control plane: run `make test`"]
-async fn values_schema_refuses_values_that_cannot_work_and_names_the_field() {
-    let chart = chart();
-    let dir = support::TempDir::new("chart-values");
-    let file = |name: &str, yaml: &str| {
-        let path = dir.path.join(name);
-        std::fs::write(&path, yaml).expect("write a values file");
-        vec!["-f".to_owned(), path.to_string_lossy().into_owned()]
-    };
-    const SCHEMA: &str = "values don't meet the specifications of the schema";
-    // (what is wrong, the values, what the error must say); `helm template` and `helm lint
-    // --strict` both refuse these.
-    let cases: Vec<(&str, Vec<String>, &[&str])> = vec![
-        (
-            "a non-numeric replicas with --set-string",
-            vec!["--set-string".into(), "replicas=two".into()],
-            &[SCHEMA, "/replicas", "want integer"],
-        ),
-        (
-            "a non-numeric replicas in a values file",
-            file("replicas.yaml", "replicas: two\n"),
-            &[SCHEMA, "/replicas", "want integer"],
-        ),
-        (
-            "a negative replicas",
-            set(&["replicas=-1"]),
-            &[SCHEMA, "/replicas", "minimum"],
-        ),
-        (
-            "an enabled Ingress without a host",
-            file("ingress.yaml", "ingress:\n  enabled: true\n"),
-            &[SCHEMA, "/ingress/host"],
-        ),
-        (
-            "an Ingress host that is not a DNS name",
-            set(&[
-                "ingress.enabled=true",
-                "ingress.host=https://slack.example.com",
-            ]),
-            &[SCHEMA, "/ingress/host", "does not match pattern"],
-        ),
-        (
-            "an unknown top-level key (a typo of replicas)",
-            set(&["replica=3"]),
-            &[SCHEMA, "additional properties 'replica' not allowed"],
-        ),
-        (
-            "an unknown nested key (hosts instead of host)",
-            file("hosts.yaml", "ingress:\n  hosts: [slack.example.com]\n"),
-            &[SCHEMA, "/ingress", "'hosts' not allowed"],
-        ),
-        (
-            "a publicURL without a scheme",
-            set(&["publicURL=slack.example.com"]),
-            &[SCHEMA, "/publicURL"],
-        ),
-        (
-            "an unknown log format",
-            set(&["log.format=xml"]),
-            &[SCHEMA, "/log/format"],
-        ),
-        (
-            "clusterWide together with watchNamespaces (which would it be?)",
-            file(
-                "cluster-wide.yaml",
-                "clusterWide: true\nwatchNamespaces: [pingfederate]\n",
-            ),
-            &[
-                SCHEMA,
-                "/clusterWide",
-                "value must be false",
-                "/watchNamespaces",
-            ],
-        ),
-        (
-            "a clusterWide that is not a boolean",
-            vec!["--set-string".into(), "clusterWide=true".into()],
-            &[SCHEMA, "/clusterWide", "want boolean"],
-        ),
-        (
-            "a requireTeamID that is not a boolean",
-            vec!["--set-string".into(), "requireTeamID=false".into()],
-            &[SCHEMA, "/requireTeamID", "want boolean"],
-        ),
-        (
-            "a grace period within the operator's shutdown budget",
-            set(&[&format!(
-                "terminationGracePeriodSeconds={}",
-                SHUTDOWN_BUDGET.as_secs()
-            )]),
-            &[SCHEMA, "/terminationGracePeriodSeconds", "minimum"],
-        ),
-    ];
-    let refuses = |verb: &[&str], what: &str, values: &[String], says: &[&str]| {
-        let mut args: Vec<&str> = verb.to_vec();
-        args.push(&chart);
-        args.extend(values.iter().map(String::as_str));
-        let error = must_fail("HELM", &args);
-        for expected in says {
-            assert!(
-                error.contains(expected),
-                "helm {} refuses {what}, saying {expected:?}; it said:\n{error}",
-                verb[0]
-            );
-        }
-    };
-    for (what, values, says) in &cases {
-        refuses(&["template", "refused"], what, values, says);
-        refuses(&["lint", "--strict"], what, values, says);
-    }
-    // Not the schema's but the template's: a path on the Ingress host that the chart's Ingress
-    // would not route. `helm lint` renders with `fail` only logged, so install and template
-    // refuse it, lint does not.
-    let path_on_ingress_host = [
-        ingress_with_tls(),
-        set(&[&format!("publicURL=https://{HOST}/slack")]),
-    ]
-    .concat();
-    let says = ["publicURL", "has a path", "/oauth/callback"];
-    let what = "a publicURL with a path on the Ingress host";
-    refuses(&["template", "refused"], what, &path_on_ingress_host, &says);
-    refuses(
-        &["install", "refused", "--dry-run=client"],
-        what,
-        &path_on_ingress_host,
-        &says,
-    );
-    // Cluster-wide access stays explicit even without the schema: the template refuses an
-    // ambiguous scope rather than guess one.
-    refuses(
-        &["template", "refused", "--skip-schema-validation"],
-        "clusterWide with watchNamespaces, schema skipped",
-        &set(&["clusterWide=true", "watchNamespaces={pingfederate}"]),
-        &["clusterWide", "cannot be combined with watchNamespaces"],
-    );
-}
-
-// ---------------------------------------------------------------------------------------------
-// 2. The CRD.
-
-#[tokio::test]
-#[ignore = "needs the local control plane: run `make test`"]
-async fn chart_crd_is_the_generated_crd_and_follows_crds_enabled_and_crds_keep() {
-    let committed = std::fs::read_to_string(support::repo_root().join(CRD_PATH))
-        .expect("read the committed CRD");
-    let committed: Value = serde_saphyr::from_str(&committed).expect("the committed CRD parses");
-
-    let rendered = render("crd", "crd", &set(&["crds.enabled=true"]));
-    let crd = rendered.one("CustomResourceDefinition");
-    assert_eq!(crd["metadata"]["name"], committed["metadata"]["name"]);
-    assert_eq!(crd["apiVersion"], committed["apiVersion"]);
-    if let Some(difference) = first_difference(&crd["spec"], &committed["spec"], "spec") {
-        panic!("the chart's CRD differs from {CRD_PATH} at {difference}: run `make generate`");
-    }
-    assert_eq!(
-        crd["metadata"]["annotations"]["helm.sh/resource-policy"], "keep",
-        "crds.keep defaults to true: uninstalling keeps the CRD, and so every grant"
-    );
-
-    let not_kept = render("crd", "crd", &set(&["crds.keep=false"]));
-    assert!(
-        not_kept.one("CustomResourceDefinition")["metadata"]["annotations"]
-            .get("helm.sh/resource-policy")
-            .is_none(),
-        "crds.keep=false leaves the CRD to Helm"
-    );
-
-    let disabled = render("crd", "crd", &set(&["crds.enabled=false"]));
-    assert!(
-        disabled.of_kind("CustomResourceDefinition").is_empty(),
-        "crds.enabled=false renders no CRD: {:?}",
-        disabled.names()
-    );
-}
+// 1. The CRD.
 
 /// The one test that lets Helm own the CRD every test shares. The CRD already exists (applied
 /// as the other tests apply it), so Helm must adopt it (`--take-ownership`, Helm 4) rather than
@@ -740,7 +265,7 @@ async fn installing_with_the_crd_adopts_it_unchanged_and_uninstalling_keeps_it()
 }
 
 // ---------------------------------------------------------------------------------------------
-// 3. Server-side dry run.
+// 2. Server-side dry run.
 
 #[tokio::test]
 #[ignore = "needs the local control plane: run `make test`"]
@@ -908,7 +433,7 @@ async fn every_manifest_the_chart_renders_passes_a_server_side_dry_run() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// 4. Idempotent installs and upgrades.
+// 3. Idempotent installs and upgrades.
 
 #[tokio::test]
 #[ignore = "needs the local control plane: run `make test`"]
@@ -944,8 +469,8 @@ async fn upgrading_with_the_same_values_changes_nothing_and_a_second_install_is_
         "a no-op upgrade wrote to no object"
     );
     // And the API server sees nothing to change: a server-side diff as Helm's field manager.
-    let (line, diff) = run(
-        "KUBECTL",
+    let diff = run(
+        tool("KUBECTL"),
         &[
             "diff",
             "--server-side",
@@ -955,6 +480,7 @@ async fn upgrading_with_the_same_values_changes_nothing_and_a_second_install_is_
         ],
         Some(&as_helm_applies_it(&upgraded_again, release)),
     );
+    let line = &diff.line;
     assert_eq!(
         diff.code,
         Some(0),
@@ -968,7 +494,7 @@ async fn upgrading_with_the_same_values_changes_nothing_and_a_second_install_is_
     let chart = chart();
     let mut again = vec!["install", release, chart.as_str(), "--namespace", release];
     again.extend(values.iter().map(String::as_str));
-    let refused = must_fail("HELM", &again);
+    let refused = must_fail(tool("HELM"), &again);
     assert!(
         refused.contains("cannot reuse a name that is still in use"),
         "{refused}"
@@ -994,187 +520,7 @@ async fn upgrading_with_the_same_values_changes_nothing_and_a_second_install_is_
 }
 
 // ---------------------------------------------------------------------------------------------
-// 5. NOTES and the public URL.
-
-#[tokio::test]
-#[ignore = "needs the local control plane: run `make test`"]
-async fn notes_print_the_redirect_url_and_the_command_that_prints_the_authorization_link() {
-    let service_url = "http://notes-slack-oauth-operator.notes.svc:8080";
-    // (how the public URL is chosen, the values, the public URL)
-    let cases: Vec<(&str, Vec<String>, String)> = vec![
-        (
-            "the Ingress host, https with TLS",
-            ingress_with_tls(),
-            format!("https://{HOST}"),
-        ),
-        (
-            "the Ingress host, http without TLS",
-            set(&["ingress.enabled=true", &format!("ingress.host={HOST}")]),
-            format!("http://{HOST}"),
-        ),
-        (
-            "publicURL, which wins over the Ingress",
-            [
-                ingress_with_tls(),
-                set(&["publicURL=https://slack-oauth.example.org/"]),
-            ]
-            .concat(),
-            "https://slack-oauth.example.org".into(),
-        ),
-        (
-            "publicURL with a path, without an Ingress",
-            set(&["publicURL=https://operator.example.com/slack"]),
-            "https://operator.example.com/slack".into(),
-        ),
-        (
-            "neither: the in-cluster Service",
-            vec![],
-            service_url.into(),
-        ),
-    ];
-    for (case, values, public_url) in &cases {
-        let notes = install_notes(values);
-        let redirect = format!("{public_url}/oauth/callback");
-        assert!(
-            notes.contains(&format!("\n     {redirect}\n")),
-            "{case}: the NOTES print the redirect URL {redirect}:\n{notes}"
-        );
-        assert!(
-            notes.contains(
-                "kubectl -n <namespace> get slackoauthgrant <name> -o jsonpath='{.status.authorizationURL}'"
-            ),
-            "{case}: the NOTES say how to get the authorization link:\n{notes}"
-        );
-        assert_eq!(
-            notes.contains("WARNING"),
-            public_url == service_url,
-            "{case}: the NOTES warn exactly when browsers cannot reach the URL:\n{notes}"
-        );
-        // The operator is told the same URL, so the redirect_uri it sends Slack is the one
-        // registered from the NOTES.
-        let rendered = render("notes", "notes", values);
-        assert_eq!(
-            &flag(rendered.container(), "--public-url"),
-            public_url,
-            "{case}"
-        );
-    }
-
-    // A publicURL on another host than the Ingress's is served by something in front, which the
-    // NOTES tell where to forward to.
-    let notes = install_notes(&cases[2].1);
-    assert!(
-        notes.contains(&format!(
-            "must forward that URL to the Ingress as https://{HOST}/oauth/callback"
-        )),
-        "{notes}"
-    );
-    assert!(!install_notes(&cases[0].1).contains("must forward"));
-
-    // They say where grants are reconciled, and that the client Secret must opt in.
-    let opt_in = "kubectl -n <namespace> label secret <client secret> slack-oauth-operator.io/shared-with-grants=true";
-    for (values, scope) in [
-        (
-            vec![],
-            "reconciles grants in its own namespace only,\n   notes ",
-        ),
-        (
-            watching(&["team-a", "team-b"]),
-            "reconciles grants in team-a, team-b (watchNamespaces)",
-        ),
-        (
-            set(&["clusterWide=true"]),
-            "reconciles grants in every namespace (clusterWide: it may read every Secret",
-        ),
-    ] {
-        let notes = install_notes(&values);
-        assert!(notes.contains(scope), "{scope:?} in\n{notes}");
-        assert!(notes.contains(opt_in), "{notes}");
-    }
-}
-
-/// The NOTES `helm install` prints for `values` (a client-side dry run: NOTES are not part of
-/// `helm template`'s output).
-fn install_notes(values: &[String]) -> String {
-    let chart = chart();
-    let mut args = vec![
-        "install",
-        "notes",
-        chart.as_str(),
-        "--namespace",
-        "notes",
-        "--dry-run=client",
-    ];
-    args.extend(values.iter().map(String::as_str));
-    let output = helm(&args);
-    match output.split_once("\nNOTES:\n") {
-        Some((_, notes)) => notes.to_owned(),
-        None => panic!("no NOTES in\n{output}"),
-    }
-}
-
-// ---------------------------------------------------------------------------------------------
-// 6. The Deployment, the PodDisruptionBudget, the Ingress.
-
-#[tokio::test]
-#[ignore = "needs the local control plane: run `make test`"]
-async fn deployment_runs_two_restricted_replicas_probed_on_the_admin_port() {
-    let rendered = render("deploy", "deploy", &[]);
-    let deployment = rendered.one("Deployment");
-    assert_eq!(deployment["spec"]["replicas"], 2, "two replicas by default");
-
-    let pod = &deployment["spec"]["template"]["spec"];
-    assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
-    assert_eq!(
-        pod["securityContext"]["seccompProfile"]["type"],
-        "RuntimeDefault"
-    );
-    let container = rendered.container();
-    let security = &container["securityContext"];
-    assert_eq!(security["runAsNonRoot"], true);
-    assert_eq!(security["readOnlyRootFilesystem"], true);
-    assert_eq!(security["allowPrivilegeEscalation"], false);
-    assert_eq!(security["capabilities"], json!({ "drop": ["ALL"] }));
-    assert_eq!(security["seccompProfile"]["type"], "RuntimeDefault");
-    assert!(security.get("privileged").is_none_or(|p| p == false));
-
-    // Kubernetes kills the pod after the grace period, so it must outlast the operator's budget
-    // for storing or revoking the tokens in flight at SIGTERM.
-    let budget = SHUTDOWN_BUDGET.as_secs();
-    assert_eq!(pod["terminationGracePeriodSeconds"], 75);
-    assert!(75 > budget, "the shutdown budget is {budget} s");
-    let just_enough = render(
-        "deploy",
-        "deploy",
-        &set(&[&format!("terminationGracePeriodSeconds={}", budget + 1)]),
-    );
-    assert_eq!(
-        just_enough.one("Deployment")["spec"]["template"]["spec"]["terminationGracePeriodSeconds"],
-        budget + 1
-    );
-    assert_eq!(flag(container, "--require-team-id"), "false");
-    let pinned = render("deploy", "deploy", &set(&["requireTeamID=true"]));
-    assert_eq!(flag(pinned.container(), "--require-team-id"), "true");
-
-    // The probes use the admin port, which is where the operator serves /healthz and /readyz:
-    // check that with a non-default port, so a hard-coded 8081 anywhere would show.
-    for (values, admin_port) in [(vec![], 8081), (set(&["service.adminPort=9091"]), 9091)] {
-        let rendered = render("deploy", "deploy", &values);
-        let container = rendered.container();
-        assert_eq!(container["livenessProbe"]["httpGet"]["path"], "/healthz");
-        assert_eq!(container["readinessProbe"]["httpGet"]["path"], "/readyz");
-        for probe in ["livenessProbe", "readinessProbe"] {
-            assert_eq!(container[probe]["httpGet"]["port"], "admin", "{probe}");
-        }
-        assert_eq!(container_port(container, "admin"), admin_port);
-        assert_eq!(port_of(&flag(container, "--admin-addr")), admin_port);
-        assert_ne!(
-            container_port(container, "callback"),
-            admin_port,
-            "the callback (public) and admin ports differ"
-        );
-    }
-}
+// 4. The Deployment's pods and the Ingress.
 
 /// Pods are never scheduled here (no nodes), but they are created, and Pod Security admission
 /// decides then: the ReplicaSet's pods exist only if the restricted standard admits them.
@@ -1224,35 +570,6 @@ async fn deployment_pods_are_admitted_where_the_restricted_pod_security_standard
     }
     let events = kubectl(&["-n", release, "get", "events"], None);
     panic!("the Deployment's two pods were not created within 30 s; events:\n{events}");
-}
-
-#[tokio::test]
-#[ignore = "needs the local control plane: run `make test`"]
-async fn pod_disruption_budget_is_rendered_only_with_more_than_one_replica() {
-    for replicas in [0, 1, 2, 3] {
-        let rendered = render("pdb", "pdb", &set(&[&format!("replicas={replicas}")]));
-        let budgets = rendered.of_kind("PodDisruptionBudget");
-        if replicas > 1 {
-            assert_eq!(budgets.len(), 1, "replicas={replicas}");
-            assert_eq!(budgets[0]["spec"]["minAvailable"], 1);
-            assert_eq!(
-                budgets[0]["spec"]["selector"],
-                rendered.one("Deployment")["spec"]["selector"],
-                "the budget covers the operator's pods"
-            );
-        } else {
-            assert!(
-                budgets.is_empty(),
-                "replicas={replicas}: a budget would block every node drain"
-            );
-        }
-    }
-    let disabled = render(
-        "pdb",
-        "pdb",
-        &set(&["replicas=3", "podDisruptionBudget.enabled=false"]),
-    );
-    assert!(disabled.of_kind("PodDisruptionBudget").is_empty());
 }
 
 /// The Ingress routes exactly one path to exactly the callback port, and the operator (the real
@@ -1370,258 +687,7 @@ async fn ingress_exposes_only_the_callback_path_and_the_operator_answers_it() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// 7. RBAC: docs/security.md's model, rendered and as the API server enforces it.
-
-/// What the operator needs in a namespace whose grants it reconciles, and nowhere else.
-fn grant_rules() -> Value {
-    json!([
-        {
-            "apiGroups": ["slack-oauth-operator.io"],
-            "resources": ["slackoauthgrants"],
-            "verbs": ["get", "list", "watch"],
-        },
-        {
-            "apiGroups": ["slack-oauth-operator.io"],
-            "resources": ["slackoauthgrants/status"],
-            "verbs": ["get", "update", "patch"],
-        },
-        // No delete (owner references collect token Secrets), no patch.
-        {
-            "apiGroups": [""],
-            "resources": ["secrets"],
-            "verbs": ["get", "list", "watch", "create", "update"],
-        },
-        {
-            "apiGroups": ["events.k8s.io"],
-            "resources": ["events"],
-            "verbs": ["create", "patch"],
-        },
-    ])
-}
-
-/// The state key in the release namespace: that one Secret by name, and create for the first
-/// start (which RBAC cannot limit by name).
-fn state_key_rules(secret: &str) -> Value {
-    json!([
-        { "apiGroups": [""], "resources": ["secrets"], "resourceNames": [secret], "verbs": ["get"] },
-        { "apiGroups": [""], "resources": ["secrets"], "verbs": ["create"] },
-    ])
-}
-
-fn leader_election_rules() -> Value {
-    json!([{
-        "apiGroups": ["coordination.k8s.io"],
-        "resources": ["leases"],
-        "verbs": ["get", "create", "patch"],
-    }])
-}
-
-/// The rendered object `Kind namespace/name`.
-fn rendered_object<'a>(rendered: &'a Rendered, id: &str) -> &'a Value {
-    rendered
-        .0
-        .iter()
-        .find(|d| object_id(d) == id)
-        .unwrap_or_else(|| panic!("no {id} in {:#?}", rendered.names()))
-}
-
-/// Panics unless the binding `binding` (`Kind namespace/name`) binds `role_kind` `role` to the
-/// service account `namespace/account`, and only to it.
-fn assert_binds(
-    rendered: &Rendered,
-    binding: &str,
-    role_kind: &str,
-    role: &str,
-    account: (&str, &str),
-) {
-    let binding_object = rendered_object(rendered, binding);
-    assert_eq!(
-        binding_object["roleRef"],
-        json!({ "apiGroup": "rbac.authorization.k8s.io", "kind": role_kind, "name": role }),
-        "{binding}"
-    );
-    assert_eq!(
-        binding_object["subjects"],
-        json!([{ "kind": "ServiceAccount", "namespace": account.0, "name": account.1 }]),
-        "{binding}"
-    );
-}
-
-/// Every rule the chart renders is exactly docs/security.md's: the grant rules in each watched
-/// namespace (the release namespace by default) and nowhere else, the Lease and the state key in
-/// the release namespace, a ClusterRole only with `clusterWide`, and the operator told to watch
-/// exactly the namespaces it has Roles in.
-#[tokio::test]
-#[ignore = "needs the local control plane: run `make test`"]
-async fn rbac_grants_the_documented_rules_in_the_watched_namespaces_and_cluster_wide_only_when_asked()
- {
-    let release = "rbac";
-    let fullname = "rbac-slack-oauth-operator";
-    let state_key = format!("{fullname}-state-key");
-    let account = (release, fullname);
-    // (case, values, the watched namespaces; None for clusterWide)
-    let mut cases: Vec<(String, Vec<String>, Option<Vec<String>>)> = vec![
-        (
-            "the defaults: the release namespace only".into(),
-            vec![],
-            Some(vec![release.into()]),
-        ),
-        (
-            "two namespaces, not the release namespace".into(),
-            watching(&["team-a", "team-b"]),
-            Some(vec!["team-a".into(), "team-b".into()]),
-        ),
-        (
-            "the release namespace among others".into(),
-            watching(&[release, "team-a"]),
-            Some(vec![release.into(), "team-a".into()]),
-        ),
-        ("clusterWide".into(), set(&["clusterWide=true"]), None),
-    ];
-    for file in example_values_files() {
-        let values: Value = serde_saphyr::from_str(
-            &std::fs::read_to_string(&file).expect("read an example values file"),
-        )
-        .expect("the example values file parses");
-        let listed: Vec<String> = values["watchNamespaces"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|n| n.as_str().map(str::to_owned))
-            .collect();
-        let watched = if listed.is_empty() {
-            vec![release.to_owned()]
-        } else {
-            listed
-        };
-        cases.push((
-            file.display().to_string(),
-            vec!["-f".to_owned(), file.to_string_lossy().into_owned()],
-            Some(watched),
-        ));
-    }
-
-    for (case, values, watched) in &cases {
-        let rendered = render(release, release, values);
-        let mut expected = Vec::new();
-        for (suffix, rules) in [
-            ("leader-election", leader_election_rules()),
-            ("state-key", state_key_rules(&state_key)),
-        ] {
-            let role = format!("{fullname}-{suffix}");
-            let role_id = format!("Role {release}/{role}");
-            assert_eq!(
-                rendered_object(&rendered, &role_id)["rules"],
-                rules,
-                "{case}: {role_id}"
-            );
-            let binding = format!("RoleBinding {release}/{role}");
-            assert_binds(&rendered, &binding, "Role", &role, account);
-            expected.extend([role_id, binding]);
-        }
-        let container = rendered.container();
-        assert_eq!(
-            flag(container, "--state-key-secret"),
-            state_key,
-            "{case}: the operator reads the one Secret its Role names"
-        );
-        let watch_flags: Vec<&str> = container["args"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(Value::as_str)
-            .filter(|arg| arg.starts_with("--watch-namespaces"))
-            .collect();
-        match watched {
-            Some(namespaces) => {
-                for namespace in namespaces {
-                    let role_id = format!("Role {namespace}/{fullname}");
-                    assert_eq!(
-                        rendered_object(&rendered, &role_id)["rules"],
-                        grant_rules(),
-                        "{case}: {role_id}"
-                    );
-                    let binding = format!("RoleBinding {namespace}/{fullname}");
-                    assert_binds(&rendered, &binding, "Role", fullname, account);
-                    expected.extend([role_id, binding]);
-                }
-                assert_eq!(
-                    watch_flags,
-                    [format!("--watch-namespaces={}", namespaces.join(","))],
-                    "{case}: the operator watches exactly where its Roles are"
-                );
-            }
-            None => {
-                let name = format!("{release}:{fullname}");
-                let role_id = format!("ClusterRole /{name}");
-                assert_eq!(
-                    rendered_object(&rendered, &role_id)["rules"],
-                    grant_rules(),
-                    "{case}: the same rules, cluster-wide"
-                );
-                let binding = format!("ClusterRoleBinding /{name}");
-                assert_binds(&rendered, &binding, "ClusterRole", &name, account);
-                expected.extend([role_id, binding]);
-                assert!(
-                    watch_flags.is_empty(),
-                    "{case}: no --watch-namespaces, so every namespace: {watch_flags:?}"
-                );
-            }
-        }
-        expected.sort();
-        let rbac: Vec<String> = rendered
-            .names()
-            .into_iter()
-            .filter(|n| n.starts_with("Role") || n.starts_with("ClusterRole"))
-            .collect();
-        assert_eq!(rbac, expected, "{case}: these RBAC objects and no other");
-    }
-
-    // Cluster-scoped names carry the release namespace: two releases of one name in two
-    // namespaces neither clash nor take over each other's binding.
-    let cluster_scoped = |namespace: &str| -> Vec<String> {
-        render("twin", namespace, &set(&["clusterWide=true"]))
-            .names()
-            .into_iter()
-            .filter(|n| n.starts_with("Cluster"))
-            .collect()
-    };
-    let (first, second) = (cluster_scoped("team-a"), cluster_scoped("team-b"));
-    assert_eq!(first.len(), 2, "{first:?}");
-    assert!(
-        first.iter().all(|n| !second.contains(n)),
-        "{first:?} / {second:?}"
-    );
-
-    // Every rule says why (the comment line above it).
-    let chart = chart();
-    for values in [vec![], set(&["clusterWide=true"])] {
-        let mut args = vec![
-            "template",
-            release,
-            chart.as_str(),
-            "--show-only",
-            "templates/rbac.yaml",
-        ];
-        args.extend(values.iter().map(String::as_str));
-        let text = helm(&args);
-        let lines: Vec<&str> = text.lines().map(str::trim).collect();
-        let rules = lines
-            .iter()
-            .filter(|l| l.starts_with("- apiGroups:"))
-            .count();
-        assert!(rules >= 7, "{rules} rules in\n{text}");
-        for (number, pair) in lines.windows(2).enumerate() {
-            if pair[1].starts_with("- apiGroups:") {
-                assert!(
-                    pair[0].starts_with('#'),
-                    "the rule at line {} has no comment saying why:\n{text}",
-                    number + 2
-                );
-            }
-        }
-    }
-}
+// 5. RBAC: docs/security.md's model as the API server enforces it.
 
 /// A request on Secrets, asked both of `kubectl auth can-i` and of the API server itself.
 #[derive(Clone, Copy, Debug)]
@@ -1764,7 +830,7 @@ impl Identity {
         let kubeconfig = self.userless_kubeconfig.to_string_lossy();
         let mut all = args.to_vec();
         all.extend(["--kubeconfig", &kubeconfig, "--token", &self.token]);
-        run("KUBECTL", &all, None).1
+        run(tool("KUBECTL"), &all, None)
     }
 
     fn assert_is_who_it_says(&self) {

@@ -211,7 +211,10 @@ async fn missing_client_secret_publishes_no_link_until_it_appears() {
 #[tokio::test]
 #[ignore = "needs the local control plane: run `make test`"]
 async fn expired_link_is_replaced_at_its_expiry() {
-    let s = Scenario::start_with("link-expiry", &["--authorization-ttl", "6s"]).await;
+    let s = Scenario::builder("link-expiry")
+        .flags(&["--authorization-ttl", "6s"])
+        .start()
+        .await;
     s.create_client_secret().await;
     s.apply_grant("scim", json!({})).await;
     let first = s.link("scim").await;

@@ -4,7 +4,6 @@
 
 use std::{
     path::PathBuf,
-    process::Command,
     time::{Duration, Instant},
 };
 
@@ -139,34 +138,6 @@ async fn a_crashed_leader_is_replaced_within_the_lease_duration() {
     eprintln!("failover after a crash: {took:?}");
 }
 
-fn run(program: &PathBuf, args: &[&str], stdin: Option<&str>) -> String {
-    use std::io::Write;
-    let mut child = Command::new(program)
-        .args(args)
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("run a tool");
-    if let Some(input) = stdin {
-        child
-            .stdin
-            .take()
-            .expect("stdin")
-            .write_all(input.as_bytes())
-            .expect("write stdin");
-    }
-    let output = child.wait_with_output().expect("tool output");
-    assert!(
-        output.status.success(),
-        "{} {args:?} failed:\n{}\n{}",
-        program.display(),
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8_lossy(&output.stdout).into_owned()
-}
-
 /// A kubeconfig for the same API server as the tests' admin, authenticating with `token`.
 fn kubeconfig_with_token(token: &str, dir: &std::path::Path) -> PathBuf {
     let admin = std::env::var("KUBECONFIG").expect("KUBECONFIG");
@@ -188,41 +159,28 @@ async fn operator_with_only_the_charts_rbac_completes_the_flow_and_reads_no_othe
     support::install_crd(&client).await;
     let operator_ns = TestNamespace::create(&client, "rbac-operator").await;
     let other_ns = TestNamespace::create(&client, "rbac-other").await;
-    let helm = support::tool("HELM");
-    let kubectl = support::tool("KUBECTL");
 
     // The namespace the operator may work in; the chart's Role is bound there.
     let grant_ns = TestNamespace::create(&client, "rbac-grants").await;
     let release = operator_ns.name.clone();
-    let rendered = run(
-        &helm,
-        &[
-            "template",
-            &release,
-            &support::repo_root()
-                .join("charts/slack-oauth-operator")
-                .to_string_lossy(),
-            "--namespace",
-            &operator_ns.name,
-            "--set",
-            "crds.enabled=false",
-            "--set",
-            &format!("watchNamespaces={{{}}}", grant_ns.name),
-            "--show-only",
-            "templates/serviceaccount.yaml",
-            "--show-only",
-            "templates/rbac.yaml",
-        ],
-        None,
-    );
-    run(
-        &kubectl,
-        &["apply", "--server-side", "-f", "-"],
-        Some(&rendered),
-    );
+    let rendered = support::helm(&[
+        "template",
+        &release,
+        &support::chart::chart(),
+        "--namespace",
+        &operator_ns.name,
+        "--set",
+        "crds.enabled=false",
+        "--set",
+        &format!("watchNamespaces={{{}}}", grant_ns.name),
+        "--show-only",
+        "templates/serviceaccount.yaml",
+        "--show-only",
+        "templates/rbac.yaml",
+    ]);
+    support::kubectl(&["apply", "--server-side", "-f", "-"], Some(&rendered));
     let service_account = format!("{release}-slack-oauth-operator");
-    let token = run(
-        &kubectl,
+    let token = support::kubectl(
         &[
             "-n",
             &operator_ns.name,
@@ -240,14 +198,13 @@ async fn operator_with_only_the_charts_rbac_completes_the_flow_and_reads_no_othe
     // The operator, with nothing but that token and the chart's flags for it, runs the whole
     // authorization flow; its first start creates the state key Secret it may read.
     let state_key = format!("--state-key-secret={release}-slack-oauth-operator-state-key");
-    let s = Scenario::start_in(
-        &grant_ns,
-        "rbac-flow",
-        Some(&kubeconfig),
-        Some(&operator_ns.name),
-        &[&state_key],
-    )
-    .await;
+    let s = Scenario::builder("rbac-flow")
+        .in_namespace(&grant_ns)
+        .kubeconfig(&kubeconfig)
+        .lease_namespace(&operator_ns.name)
+        .flags(&[&state_key])
+        .start()
+        .await;
     s.create_client_secret().await;
     s.apply_grant("scim", json!({})).await;
     let answer = s.approve(&s.link("scim").await).await;

@@ -5,6 +5,7 @@ mod api_server;
 mod chart;
 mod connections;
 mod custody;
+mod deletion;
 mod flow;
 mod ha;
 mod hardening;
@@ -14,6 +15,7 @@ mod outage;
 mod outage_cost;
 mod refusals;
 mod scenario;
+mod validation;
 // Shared by several test binaries, each of which uses only part of it.
-#[allow(dead_code)]
+#[allow(dead_code, unused_imports)]
 mod support;

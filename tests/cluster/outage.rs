@@ -2,7 +2,7 @@
 //! revoked when the operator stops first. These tests stop the shared API server, so `make test`
 //! runs them on their own, after everything else (`--test-threads=1`).
 
-use std::{process::Command, time::Duration};
+use std::time::Duration;
 
 use serde_json::json;
 use slack_emulator::{Decision, Fault};
@@ -10,11 +10,11 @@ use slack_emulator::{Decision, Fault};
 use crate::{scenario::Scenario, support};
 
 fn control_plane(action: &str) {
-    let status = Command::new(support::repo_root().join("hack/cluster.sh"))
-        .arg(action)
-        .status()
-        .expect("run hack/cluster.sh");
-    assert!(status.success(), "hack/cluster.sh {action} failed");
+    support::must(
+        support::repo_root().join("hack/cluster.sh"),
+        &[action],
+        None,
+    );
 }
 
 /// Stops the API server; starts it again when dropped, even if the test fails on the way.

@@ -1,7 +1,7 @@
 //! One authorization scenario: a namespace, a Slack emulator, an operator process, and helpers to
 //! create grants and walk through Slack's consent page.
 
-use std::time::Duration;
+use std::{path::Path, time::Duration};
 
 use k8s_openapi::api::core::v1::Secret;
 use kube::{
@@ -37,84 +37,20 @@ pub struct Answer {
 }
 
 impl Scenario {
+    /// A scenario with the usual operator, in a namespace of its own.
     pub async fn start(name: &str) -> Self {
-        Self::start_with(name, &[]).await
+        Self::builder(name).start().await
     }
 
-    /// A scenario whose operator gets `flags` besides the usual ones.
-    pub async fn start_with(name: &str, flags: &[&str]) -> Self {
-        Self::start_as(name, None, None, flags).await
-    }
-
-    /// A scenario whose operator runs as the identity in `kubeconfig` (the tests' admin when
-    /// `None`), keeping its leader Lease in `lease_namespace` (the scenario's namespace when
-    /// `None`).
-    pub async fn start_as(
-        name: &str,
-        kubeconfig: Option<&std::path::Path>,
-        lease_namespace: Option<&str>,
-        flags: &[&str],
-    ) -> Self {
-        let client = support::client().await;
-        support::install_crd(&client).await;
-        let ns = TestNamespace::create(&client, name).await;
-        Self::launch_in(ns, name, kubeconfig, lease_namespace, flags).await
-    }
-
-    /// A scenario in an existing namespace.
-    pub async fn start_in(
-        ns: &TestNamespace,
-        name: &str,
-        kubeconfig: Option<&std::path::Path>,
-        lease_namespace: Option<&str>,
-        flags: &[&str],
-    ) -> Self {
-        Self::launch_in(
-            TestNamespace {
-                name: ns.name.clone(),
-            },
+    /// A scenario with more than the usual: operator flags, another identity, another Lease
+    /// namespace, or an existing namespace.
+    pub fn builder(name: &str) -> ScenarioBuilder<'_> {
+        ScenarioBuilder {
             name,
-            kubeconfig,
-            lease_namespace,
-            flags,
-        )
-        .await
-    }
-
-    async fn launch_in(
-        ns: TestNamespace,
-        name: &str,
-        kubeconfig: Option<&std::path::Path>,
-        lease_namespace: Option<&str>,
-        flags: &[&str],
-    ) -> Self {
-        let client = support::client().await;
-        let port = support::free_port();
-        let slack = TestSlack::start(name, port).await;
-        let operator = Operator::launch(support::Launch {
-            name,
-            watch_namespace: &ns.name,
-            lease_namespace: lease_namespace.unwrap_or(&ns.name),
-            callback_port: port,
-            public_url: None,
-            slack_url: &slack.url(),
-            slack_api_url: &slack.api_url(),
-            kubeconfig,
-            extra: flags,
-        })
-        .await;
-        Self {
-            grants: Api::namespaced(client.clone(), &ns.name),
-            secrets: Api::namespaced(client.clone(), &ns.name),
-            http: reqwest::Client::builder()
-                .redirect(reqwest::redirect::Policy::none())
-                .build()
-                .expect("http"),
-            client,
-            ns,
-            slack,
-            operator,
-            name: name.to_owned(),
+            flags: &[],
+            kubeconfig: None,
+            lease_namespace: None,
+            namespace: None,
         }
     }
 
@@ -287,6 +223,81 @@ impl Scenario {
                     "a token Slack issued was neither stored nor revoked: {token:?}"
                 );
             }
+        }
+    }
+}
+
+/// How to start a [`Scenario`]: `Scenario::builder(name)`, then what differs, then `start()`.
+pub struct ScenarioBuilder<'a> {
+    name: &'a str,
+    flags: &'a [&'a str],
+    kubeconfig: Option<&'a Path>,
+    lease_namespace: Option<&'a str>,
+    namespace: Option<&'a TestNamespace>,
+}
+
+impl<'a> ScenarioBuilder<'a> {
+    /// Flags for the operator besides the usual ones.
+    pub fn flags(mut self, flags: &'a [&'a str]) -> Self {
+        self.flags = flags;
+        self
+    }
+
+    /// Runs the operator as the identity in `kubeconfig` rather than the tests' admin.
+    pub fn kubeconfig(mut self, kubeconfig: &'a Path) -> Self {
+        self.kubeconfig = Some(kubeconfig);
+        self
+    }
+
+    /// Keeps the operator's leader Lease in `namespace` rather than the scenario's.
+    pub fn lease_namespace(mut self, namespace: &'a str) -> Self {
+        self.lease_namespace = Some(namespace);
+        self
+    }
+
+    /// Runs the scenario in an existing namespace (the caller has installed the CRD) rather
+    /// than in a new one.
+    pub fn in_namespace(mut self, namespace: &'a TestNamespace) -> Self {
+        self.namespace = Some(namespace);
+        self
+    }
+
+    /// Starts the Slack emulator and the operator, and waits until the operator is ready.
+    pub async fn start(self) -> Scenario {
+        let client = support::client().await;
+        let ns = match self.namespace {
+            Some(ns) => ns.clone(),
+            None => {
+                support::install_crd(&client).await;
+                TestNamespace::create(&client, self.name).await
+            }
+        };
+        let port = support::free_port();
+        let slack = TestSlack::start(self.name, port).await;
+        let operator = Operator::launch(support::Launch {
+            name: self.name,
+            watch_namespace: &ns.name,
+            lease_namespace: self.lease_namespace.unwrap_or(&ns.name),
+            callback_port: port,
+            public_url: None,
+            slack_url: &slack.url(),
+            slack_api_url: &slack.api_url(),
+            kubeconfig: self.kubeconfig,
+            extra: self.flags,
+        })
+        .await;
+        Scenario {
+            grants: Api::namespaced(client.clone(), &ns.name),
+            secrets: Api::namespaced(client.clone(), &ns.name),
+            http: reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .expect("http"),
+            client,
+            ns,
+            slack,
+            operator,
+            name: self.name.to_owned(),
         }
     }
 }
