@@ -1,8 +1,9 @@
 //! When each Ready grant's token is next checked with `auth.test`, and what the last check
-//! said. Kept in memory: after a restart or a leader change every token is checked again, each
-//! at a random moment within [`FIRST_CHECK_SPREAD`], and later checks are spread by jitter, so
-//! that many grants never call Slack in a burst. Checking costs no API write: only a change of
-//! verdict reaches the grant's status.
+//! said. Kept in memory: after a restart or a leader change every token approved before it is
+//! checked again, each at a random moment within [`FIRST_CHECK_SPREAD`]; a token approved while
+//! this controller runs is first checked one interval after its approval; and every later check
+//! is spread by jitter, so that many grants never call Slack in a burst. Checking costs no API
+//! write: only a change of verdict reaches the grant's status.
 
 use std::{collections::HashMap, sync::Mutex, time::Duration};
 
@@ -44,6 +45,8 @@ struct Entry {
 /// The schedule and verdicts of every token this controller checks.
 pub struct Checks {
     interval: Duration,
+    /// When this controller started: tokens approved before it are checked at once (spread).
+    started: k8s_openapi::jiff::Timestamp,
     entries: Mutex<HashMap<String, Entry>>,
 }
 
@@ -60,6 +63,7 @@ impl Checks {
     pub fn new(interval: Duration) -> Self {
         Self {
             interval,
+            started: k8s_openapi::jiff::Timestamp::now(),
             entries: Mutex::default(),
         }
     }
@@ -70,27 +74,48 @@ impl Checks {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// The verdict on grant `uid`'s current `token`, and whether a check is due now; otherwise
-    /// how long until it is. A token not seen before gets a random first check time.
+    /// When a token not seen before is first checked: one interval after its approval if that
+    /// happened while this controller ran (Slack just issued it), else soon, at random.
+    fn first_due(
+        &self,
+        approved_at: Option<k8s_openapi::jiff::Timestamp>,
+        now: Instant,
+    ) -> Instant {
+        match approved_at.filter(|at| *at > self.started) {
+            Some(at) => {
+                let age = k8s_openapi::jiff::Timestamp::now().duration_since(at);
+                let age = Duration::try_from(age).unwrap_or_default();
+                now + jittered(self.interval).saturating_sub(age)
+            }
+            None => {
+                let spread = FIRST_CHECK_SPREAD.min(self.interval);
+                now + spread.mul_f64(rand::rng().random_range(0.0..1.0))
+            }
+        }
+    }
+
+    /// The verdict on grant `uid`'s current `token` (approved at `approved_at`), and whether a
+    /// check is due now; otherwise how long until it is.
     pub fn due(
         &self,
         uid: &str,
         token: &SecretString,
+        approved_at: Option<k8s_openapi::jiff::Timestamp>,
         now: Instant,
     ) -> (TokenCheck, Option<Duration>) {
         let print = fingerprint(token);
-        let spread = FIRST_CHECK_SPREAD.min(self.interval);
+        let first_due = self.first_due(approved_at, now);
         let mut entries = self.entries();
         let entry = entries.entry(uid.to_owned()).or_insert_with(|| Entry {
             fingerprint: print,
-            next_due: now + spread.mul_f64(rand::rng().random_range(0.0..1.0)),
+            next_due: first_due,
             verdict: TokenCheck::Unchecked,
         });
         if entry.fingerprint != print {
-            // A new token (a new approval): its verdict starts over, and it is checked soon.
+            // A new token (a new approval): its verdict starts over.
             entry.fingerprint = print;
             entry.verdict = TokenCheck::Unchecked;
-            entry.next_due = now + spread.mul_f64(rand::rng().random_range(0.0..1.0));
+            entry.next_due = first_due;
         }
         let wait = entry.next_due.saturating_duration_since(now);
         (entry.verdict, (!wait.is_zero()).then_some(wait))
@@ -232,7 +257,7 @@ mod tests {
         let waits: Vec<Duration> = (0..200)
             .map(|i| {
                 checks
-                    .due(&format!("uid-{i}"), &token, now)
+                    .due(&format!("uid-{i}"), &token, None, now)
                     .1
                     .unwrap_or_default()
             })
@@ -248,7 +273,7 @@ mod tests {
         );
 
         checks.record("uid-0", Some(TokenCheck::Valid), None, now);
-        let (verdict, wait) = checks.due("uid-0", &token, now);
+        let (verdict, wait) = checks.due("uid-0", &token, None, now);
         assert_eq!(verdict, TokenCheck::Valid);
         let wait = wait.expect("scheduled");
         assert!(
@@ -257,8 +282,16 @@ mod tests {
         );
 
         // A new token starts over.
-        let (verdict, _) = checks.due("uid-0", &SecretString::from("xoxp-2"), now);
+        let (verdict, _) = checks.due("uid-0", &SecretString::from("xoxp-2"), None, now);
         assert_eq!(verdict, TokenCheck::Unchecked);
+
+        // A token approved while the controller runs is first checked an interval later.
+        let approved = k8s_openapi::jiff::Timestamp::now();
+        let (_, wait) = checks.due("uid-new", &token, Some(approved), now);
+        assert!(
+            wait.expect("scheduled") >= Duration::from_secs(3000),
+            "{wait:?}"
+        );
     }
 
     #[test]
@@ -266,10 +299,10 @@ mod tests {
         let checks = Checks::new(Duration::from_secs(3600));
         let now = Instant::now();
         let token = SecretString::from("xoxp-1");
-        checks.due("u", &token, now);
+        checks.due("u", &token, None, now);
         checks.record("u", Some(TokenCheck::Valid), None, now);
         checks.record("u", None, Some(Duration::from_secs(120)), now);
-        let (verdict, wait) = checks.due("u", &token, now);
+        let (verdict, wait) = checks.due("u", &token, None, now);
         assert_eq!(verdict, TokenCheck::Valid);
         let wait = wait.expect("scheduled");
         assert!(

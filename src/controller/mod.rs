@@ -274,7 +274,8 @@ async fn check_token(
 ) -> TokenCheck {
     let uid = grant.uid().unwrap_or_default();
     let now = tokio::time::Instant::now();
-    let (verdict, wait) = context.checks.due(&uid, token, now);
+    let approved_at = installation.authorized_at.as_ref().map(|t| t.0);
+    let (verdict, wait) = context.checks.due(&uid, token, approved_at, now);
     if wait.is_some() {
         return verdict;
     }

@@ -256,6 +256,9 @@ async fn secret_owned_by_someone_else_is_never_overwritten() {
     s.create_client_secret().await;
     s.apply_grant("scim", json!({})).await;
     let link = s.link("scim").await;
+    // The controller re-reads the grant once after publishing its link; let that pass, so the
+    // foreign Secret below is first met by the callback, not withdrawn as a conflict beforehand.
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
     let foreign: k8s_openapi::api::core::v1::Secret = serde_json::from_value(json!({
         "metadata": { "name": crate::scenario::TOKEN_SECRET_NAME },
         "stringData": { "SLACK_ACCESS_TOKEN": "someone-elses-value" }
