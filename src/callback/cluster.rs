@@ -5,62 +5,17 @@
 use std::future::Future;
 
 use k8s_openapi::{api::core::v1::Secret, jiff::Timestamp};
-use kube::{Api, Client, ResourceExt, api::PostParams, runtime::events::Recorder};
+use kube::{Api, Client, ResourceExt, runtime::events::Recorder};
 
 use crate::{
-    api::{FIELD_MANAGER, SlackOAuthGrant},
-    authorization::manages,
+    api::SlackOAuthGrant,
     events::{self, PlannedEvent},
+    record::TokenRecord,
     status,
+    store::{self, Records, call},
 };
 
-/// A Kubernetes call of the callback's that failed.
-#[derive(Debug, thiserror::Error)]
-pub enum CallError {
-    #[error("failed to call the Kubernetes API")]
-    Kube(#[source] Box<kube::Error>),
-    #[error("failed to call the Kubernetes API within the deadline")]
-    TimedOut,
-}
-
-impl CallError {
-    /// Whether the same call may succeed later: timeouts, network errors, 409, 429 and 5xx. Any
-    /// other answer of the API server (400, 403, 404, 422...) is final. Decided here only.
-    pub fn is_transient(&self) -> bool {
-        match self.code() {
-            Some(code) => code == 409 || code == 429 || code >= 500,
-            None => true,
-        }
-    }
-
-    /// The API server's HTTP status, when it answered.
-    pub fn code(&self) -> Option<u16> {
-        match self {
-            Self::Kube(error) => match error.as_ref() {
-                kube::Error::Api(status) => Some(status.code),
-                _ => None,
-            },
-            Self::TimedOut => None,
-        }
-    }
-}
-
-impl From<status::Error> for CallError {
-    fn from(error: status::Error) -> Self {
-        match error {
-            status::Error::Kube(error) => Self::Kube(error),
-            status::Error::TimedOut => Self::TimedOut,
-        }
-    }
-}
-
-/// How a write of the token Secret went.
-#[derive(Debug, PartialEq, Eq)]
-pub enum WriteOutcome {
-    Written,
-    /// A Secret with the name exists and is not this grant's.
-    Foreign,
-}
+pub use crate::store::{CallError, Held, WriteOutcome};
 
 /// What the callback needs from Kubernetes.
 pub trait Cluster: Send + Sync + 'static {
@@ -102,6 +57,22 @@ pub trait Cluster: Send + Sync + 'static {
         name: &str,
     ) -> impl Future<Output = Result<Option<Secret>, CallError>> + Send;
 
+    /// The grant's token record, if it has one.
+    fn record(
+        &self,
+        grant: &SlackOAuthGrant,
+    ) -> impl Future<Output = Result<Option<Held>, CallError>> + Send;
+
+    /// See [`Records::put`].
+    fn write_record(
+        &self,
+        record: &TokenRecord,
+        version: Option<&str>,
+    ) -> impl Future<Output = Result<String, CallError>> + Send;
+
+    /// See [`Records::delete`].
+    fn delete_record(&self, uid: &str) -> impl Future<Output = Result<(), CallError>> + Send;
+
     /// Creates the token Secret, or replaces it if it is the grant's own; never touches anyone
     /// else's.
     fn write_token_secret(
@@ -122,13 +93,8 @@ pub trait Cluster: Send + Sync + 'static {
 pub struct KubeCluster {
     pub client: Client,
     pub recorder: Recorder,
-}
-
-async fn call<T>(request: impl Future<Output = Result<T, kube::Error>>) -> Result<T, CallError> {
-    match tokio::time::timeout(status::CALL_TIMEOUT, request).await {
-        Ok(result) => result.map_err(|e| CallError::Kube(Box::new(e))),
-        Err(_) => Err(CallError::TimedOut),
-    }
+    /// The token records, in the operator's namespace.
+    pub records: Records,
 }
 
 impl KubeCluster {
@@ -183,60 +149,31 @@ impl Cluster for KubeCluster {
         call(Api::<Secret>::namespaced(self.client.clone(), namespace).get_opt(name)).await
     }
 
-    /// Both writes are conditional (create fails if the Secret exists; replace carries the
-    /// resourceVersion read), so a Secret created by someone else in between is never
-    /// overwritten.
+    async fn record(&self, grant: &SlackOAuthGrant) -> Result<Option<Held>, CallError> {
+        self.records.get(&grant.uid().unwrap_or_default()).await
+    }
+
+    async fn write_record(
+        &self,
+        record: &TokenRecord,
+        version: Option<&str>,
+    ) -> Result<String, CallError> {
+        self.records.put(record, version).await
+    }
+
+    async fn delete_record(&self, uid: &str) -> Result<(), CallError> {
+        self.records.delete(uid).await
+    }
+
     async fn write_token_secret(
         &self,
         grant: &SlackOAuthGrant,
         desired: &Secret,
     ) -> Result<WriteOutcome, CallError> {
-        let namespace = grant.namespace().unwrap_or_default();
-        let secrets = Api::<Secret>::namespaced(self.client.clone(), &namespace);
-        let name = desired.name_any();
-        let params = PostParams {
-            field_manager: Some(FIELD_MANAGER.to_owned()),
-            ..PostParams::default()
-        };
-        match call(secrets.get_opt(&name)).await? {
-            None => {
-                call(secrets.create(&params, desired)).await?;
-                Ok(WriteOutcome::Written)
-            }
-            Some(existing) if manages(&existing, grant) => {
-                let mut replacement = desired.clone();
-                replacement.metadata.resource_version = existing.resource_version();
-                call(secrets.replace(&name, &params, &replacement)).await?;
-                Ok(WriteOutcome::Written)
-            }
-            Some(_) => Ok(WriteOutcome::Foreign),
-        }
+        store::write_consumer(&self.client, grant, desired).await
     }
 
     async fn publish(&self, grant: &SlackOAuthGrant, event: &PlannedEvent) {
         events::publish(&self.recorder, grant, event).await;
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn api_errors_are_classified_transient_or_final_in_one_place() {
-        let api_error = |code: u16| {
-            CallError::Kube(Box::new(kube::Error::Api(
-                kube::core::Status::failure("x", "y")
-                    .with_code(code)
-                    .boxed(),
-            )))
-        };
-        for code in [409, 429, 500, 503] {
-            assert!(api_error(code).is_transient(), "{code}");
-        }
-        for code in [400, 403, 404, 422] {
-            assert!(!api_error(code).is_transient(), "{code}");
-        }
-        assert!(CallError::TimedOut.is_transient());
     }
 }

@@ -21,7 +21,7 @@ use tower::ServiceExt;
 
 use super::{
     Callback, MAX_CUSTODIES,
-    cluster::{CallError, Cluster, WriteOutcome},
+    cluster::{CallError, Cluster, Held, WriteOutcome},
     router,
     state::{AuthorizationState, StateKey},
 };
@@ -30,6 +30,7 @@ use crate::{
     config::Flags,
     events::PlannedEvent,
     metrics::Metrics,
+    record::TokenRecord,
     slack::{CodeExchange, OAuthAccess, SlackApi, SlackError},
 };
 
@@ -82,6 +83,14 @@ impl SlackApi for FakeSlack {
         Ok(())
     }
 
+    async fn refresh(
+        &self,
+        _: &crate::slack::TokenRefresh,
+        _: tokio::time::Instant,
+    ) -> Result<crate::slack::Refreshed, SlackError> {
+        unreachable!("the callback never refreshes tokens")
+    }
+
     async fn check(
         &self,
         _: &SecretString,
@@ -96,6 +105,7 @@ impl SlackApi for FakeSlack {
 struct FakeCluster {
     grant: Mutex<Option<SlackOAuthGrant>>,
     secrets: Mutex<HashMap<String, Secret>>,
+    record: Mutex<Option<Held>>,
     /// What `write_token_secret` answers; `None` writes the Secret.
     write: Mutex<Option<Result<WriteOutcome, u16>>>,
     calls: Mutex<Vec<String>>,
@@ -175,6 +185,36 @@ impl Cluster for FakeCluster {
         Ok(lock(&self.secrets).get(name).cloned())
     }
 
+    async fn record(&self, _: &SlackOAuthGrant) -> Result<Option<Held>, CallError> {
+        self.call("get record");
+        Ok(lock(&self.record).clone())
+    }
+
+    async fn write_record(
+        &self,
+        record: &TokenRecord,
+        _: Option<&str>,
+    ) -> Result<String, CallError> {
+        self.call("write record");
+        let mut held = lock(&self.record);
+        let version = held
+            .as_ref()
+            .and_then(|h| h.version.parse::<u64>().ok())
+            .unwrap_or_default()
+            + 1;
+        *held = Some(Held {
+            record: record.clone(),
+            version: version.to_string(),
+        });
+        Ok(version.to_string())
+    }
+
+    async fn delete_record(&self, _: &str) -> Result<(), CallError> {
+        self.call("delete record");
+        *lock(&self.record) = None;
+        Ok(())
+    }
+
     async fn write_token_secret(
         &self,
         _: &SlackOAuthGrant,
@@ -193,15 +233,6 @@ impl Cluster for FakeCluster {
 
     async fn publish(&self, _: &SlackOAuthGrant, event: &PlannedEvent) {
         lock(&self.events).push(event.reason);
-    }
-}
-
-impl Clone for WriteOutcome {
-    fn clone(&self) -> Self {
-        match self {
-            Self::Written => Self::Written,
-            Self::Foreign => Self::Foreign,
-        }
     }
 }
 

@@ -148,6 +148,11 @@ impl Checks {
         }
     }
 
+    /// Forgets a deleted grant.
+    pub fn forget(&self, uid: &str) {
+        self.entries().remove(uid);
+    }
+
     /// Until the next check of `uid`, if it is scheduled.
     pub fn until_next(&self, uid: &str, now: Instant) -> Option<Duration> {
         self.entries().get(uid).map(|e| {

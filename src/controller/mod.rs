@@ -1,13 +1,16 @@
 //! The grant controller: observe (read the grant's Secrets), plan (pure, in `plan`), apply (write
 //! the status if it changed, publish Events).
 //!
-//! It writes grant status and Events only. The token Secret is written by the callback server.
-//! The controller watches only label-selected Secrets (docs/security.md): those carrying our
+//! It writes grant status and Events, and keeps the tokens between approvals (`tokens`):
+//! refreshing them, writing the consumer Secret back from the grant's token record, revoking
+//! replaced tokens. The callback server writes the record and the Secret of a new approval; both
+//! write only conditionally (`crate::store`). The controller watches only label-selected Secrets (docs/security.md): those carrying our
 //! managed-by label, and those shared with grants. So it never caches other Secrets, and the
 //! number of its watches does not depend on the number of grants.
 
 mod checks;
 mod plan;
+mod tokens;
 
 use std::{sync::Arc, time::Duration};
 
@@ -24,18 +27,18 @@ use kube::{
         watcher,
     },
 };
-use secrecy::SecretString;
+use secrecy::{ExposeSecret, SecretString};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, instrument, warn};
 
 pub use self::checks::TokenCheck;
 pub use self::plan::{
-    ClientSecret, EXCHANGE_ORPHANED_AFTER, EXCHANGE_RENEW_EVERY, Inputs, Link, Plan, TokenSecret,
-    plan,
+    ClientSecret, EXCHANGE_ORPHANED_AFTER, EXCHANGE_RENEW_EVERY, Held, Inputs, Link, Plan,
+    TokenSecret, plan,
 };
 use crate::{
     api::{DeletionPolicy, FINALIZER, SlackOAuthGrant, labels, reasons},
-    authorization::{self, manages, read_secret_record, shared_with},
+    authorization::{self, manages, shared_with, token_in},
     callback::state::{AuthorizationState, StateKey},
     config::Config,
     events,
@@ -43,6 +46,7 @@ use crate::{
     retry::Backoff,
     slack::{SlackApi, SlackClient},
     status,
+    store::{self, CallError, Records},
 };
 
 /// Errors from reconciling one grant.
@@ -64,6 +68,16 @@ pub enum Error {
     SharedSecretsUnavailable,
     #[error("failed to revoke the deleted grant's token")]
     Revoke(#[source] crate::slack::SlackError),
+    #[error("failed to read or write the grant's token record")]
+    Record(#[source] CallError),
+    #[error("failed to write the token Secret")]
+    WriteSecret(#[source] CallError),
+    #[error("failed to refresh the token at Slack")]
+    Refresh(#[source] crate::slack::SlackError),
+    #[error("failed to refresh the token: the client Secret is missing or not shared")]
+    RefreshWithoutClientSecret,
+    #[error("failed to record the refreshed token: the token record was deleted")]
+    RecordGone,
     #[error("failed to add or remove the grant's finalizer")]
     Finalizer(#[source] Box<finalizer::Error<Error>>),
 }
@@ -76,6 +90,10 @@ pub struct Context {
     pub recorder: Recorder,
     pub state_key: StateKey,
     pub slack: Arc<SlackClient>,
+    /// The grants' token records, in the operator's namespace.
+    pub records: Records,
+    /// Cancelled when the process stops: custody of a refreshed token then has a deadline.
+    pub shutdown: CancellationToken,
     /// When each Ready grant's token is checked next, and the last verdicts.
     checks: checks::Checks,
     /// Secrets labelled as shared with grants, in the namespace(s) this controller watches.
@@ -150,6 +168,8 @@ async fn run_in(deps: Deps, namespace: Option<&str>, shutdown: CancellationToken
         slack,
     } = deps;
     let context = Arc::new(Context {
+        records: Records::new(client.clone(), &config.namespace),
+        shutdown: shutdown.clone(),
         checks: checks::Checks::new(config.token_check_interval),
         shared_ready,
         recorder,
@@ -225,22 +245,35 @@ async fn reconcile_live(
     namespace: &str,
     context: &Context,
 ) -> Result<Action, Error> {
-    let (client_secret, token_secret, token) = observe(grant, namespace, context).await?;
-    let token_check = match (&token, &token_secret) {
-        (
-            Some(token),
-            TokenSecret::Managed {
-                record: Some((_, installation)),
-                ..
-            },
-        ) => check_token(grant, token, installation, context).await,
+    let observed = observe(grant, namespace, context).await?;
+    let kept = tokens::keep(
+        grant,
+        context,
+        observed.consumer,
+        observed.held,
+        observed.client_secret_value.as_ref(),
+    )
+    .await?;
+    let token_check = match &kept.held {
+        Some(held) if kept.token_secret == TokenSecret::Managed => {
+            let record = &held.record;
+            check_token(grant, &record.access_token, record, context).await
+        }
         _ => TokenCheck::Unchecked,
     };
+    let held = kept.held.as_ref().map(|held| Held {
+        installation: held.record.installation.clone(),
+        token: held.record.status(),
+        pending: held.record.approved_for.pending_for(grant),
+        refresh_failed: held.record.refresh_failed,
+        restored: kept.restored,
+    });
     let config = &context.config;
     let mut plan = plan(&Inputs {
         grant,
-        client_secret,
-        token_secret,
+        client_secret: observed.client_secret,
+        token_secret: kept.token_secret,
+        held,
         token_check,
         now: Timestamp::now(),
         require_team_id: config.require_team_id,
@@ -250,16 +283,38 @@ async fn reconcile_live(
         plan.publish_link(mint_link(grant, namespace, context, expires_at));
     }
     apply(grant, namespace, context, &plan).await?;
+    let ready = plan
+        .status
+        .conditions
+        .first()
+        .is_some_and(|c| c.status == "True");
+    let expires_at = plan
+        .status
+        .token
+        .as_ref()
+        .and_then(|t| t.expires_at.as_ref())
+        .map(|t| t.0.as_second());
+    context
+        .metrics
+        .grant_observed(&grant_labels(grant), ready, expires_at);
     let uid = grant.uid().unwrap_or_default();
-    let next_check = token
+    let next_check = kept
+        .held
         .is_some()
         .then(|| context.checks.until_next(&uid, tokio::time::Instant::now()))
         .flatten();
-    Ok(match (plan.requeue_after, next_check) {
-        (Some(a), Some(b)) => Action::requeue(a.min(b)),
-        (Some(after), None) | (None, Some(after)) => Action::requeue(after),
-        (None, None) => Action::await_change(),
-    })
+    let next = [plan.requeue_after, next_check, kept.next]
+        .into_iter()
+        .flatten()
+        .min();
+    Ok(next.map_or_else(Action::await_change, Action::requeue))
+}
+
+fn grant_labels(grant: &SlackOAuthGrant) -> crate::metrics::GrantLabels {
+    crate::metrics::GrantLabels {
+        namespace: grant.namespace().unwrap_or_default(),
+        grant: grant.name_any(),
+    }
 }
 
 /// How long one `auth.test` may take, retries included.
@@ -269,13 +324,13 @@ const CHECK_TIMEOUT: Duration = Duration::from_secs(15);
 async fn check_token(
     grant: &SlackOAuthGrant,
     token: &SecretString,
-    installation: &crate::api::InstallationStatus,
+    record: &crate::record::TokenRecord,
     context: &Context,
 ) -> TokenCheck {
+    let installation = &record.installation;
     let uid = grant.uid().unwrap_or_default();
     let now = tokio::time::Instant::now();
-    let approved_at = installation.authorized_at.as_ref().map(|t| t.0);
-    let (verdict, wait) = context.checks.due(&uid, token, approved_at, now);
+    let (verdict, wait) = context.checks.due(&uid, token, Some(record.issued_at), now);
     if wait.is_some() {
         return verdict;
     }
@@ -285,6 +340,9 @@ async fn check_token(
         _ => None,
     };
     let checked = checks::verdict(&answer, installation);
+    if checked.is_some() {
+        context.metrics.grant_checked(&grant_labels(grant));
+    }
     context.metrics.count_token_check(match checked {
         Some(TokenCheck::Valid) => "valid",
         Some(TokenCheck::Revoked) => "revoked",
@@ -312,40 +370,35 @@ async fn clean_up(
     context: &Context,
 ) -> Result<Action, Error> {
     let secrets = Api::<Secret>::namespaced(context.client.clone(), namespace);
-    let Some(secret) = get_secret(&secrets, &grant.spec.secret.name)
+    let uid = grant.uid().unwrap_or_default();
+    let consumer = get_secret(&secrets, &grant.spec.secret.name)
         .await?
-        .filter(|s| manages(s, grant))
-    else {
-        return Ok(Action::await_change());
-    };
-    match grant.spec.deletion_policy {
-        DeletionPolicy::Retain => {
-            release(&secrets, secret, grant).await?;
-            info!("grant deleted; its token Secret is retained and released");
+        .filter(|s| manages(s, grant));
+    let held = context.records.get(&uid).await.map_err(Error::Record)?;
+    let revoke = grant.spec.deletion_policy == DeletionPolicy::Revoke;
+    for token in tokens::to_revoke_on_delete(grant, held.as_ref(), consumer.as_ref(), revoke) {
+        let deadline = tokio::time::Instant::now() + REVOKE_TIMEOUT;
+        if let Err(error) = context.slack.revoke(&token, deadline).await {
+            revoke_pending(grant, namespace, context, &error).await;
+            return Err(Error::Revoke(error));
         }
-        DeletionPolicy::Revoke => {
-            let token = token_in(&secret, &grant.spec.secret.key);
-            if let Some(token) = token {
-                let deadline = tokio::time::Instant::now() + REVOKE_TIMEOUT;
-                if let Err(error) = context.slack.revoke(&token, deadline).await {
-                    revoke_pending(grant, namespace, context, &error).await;
-                    return Err(Error::Revoke(error));
-                }
-            }
-            info!("grant deleted; its token was revoked at Slack");
-        }
+    }
+    if !revoke && let Some(secret) = consumer {
+        release(&secrets, secret, grant).await?;
+    }
+    context.records.delete(&uid).await.map_err(Error::Record)?;
+    context.checks.forget(&uid);
+    context.metrics.grant_deleted(&grant_labels(grant));
+    if revoke {
+        info!("grant deleted; its tokens were revoked at Slack");
+    } else {
+        info!("grant deleted; its token Secret is retained and released");
     }
     Ok(Action::await_change())
 }
 
 /// How long one attempt to revoke a deleted grant's token may take.
 const REVOKE_TIMEOUT: Duration = Duration::from_secs(15);
-
-fn token_in(secret: &Secret, key: &str) -> Option<SecretString> {
-    let bytes = secret.data.as_ref()?.get(key)?;
-    let token = String::from_utf8(bytes.0.clone()).ok()?;
-    (!token.is_empty()).then(|| SecretString::from(token))
-}
 
 /// `Retain`: the Secret stays, no longer owned by the grant (so garbage collection keeps it).
 async fn release(
@@ -415,13 +468,23 @@ async fn revoke_pending(
     }
 }
 
-/// The grant's two Secrets as `plan` needs them. The client Secret comes from the cache of
-/// shared Secrets: one that is not shared with this grant is as good as missing.
+/// What a reconcile reads.
+struct Observed {
+    client_secret: ClientSecret,
+    /// The Client Secret itself, to refresh tokens with.
+    client_secret_value: Option<SecretString>,
+    /// The Secret named by `spec.secret`, whoever's it is.
+    consumer: Option<Secret>,
+    held: Option<store::Held>,
+}
+
+/// The grant's Secrets and its token record. The client Secret comes from the cache of shared
+/// Secrets: one that is not shared with this grant is as good as missing.
 async fn observe(
     grant: &SlackOAuthGrant,
     namespace: &str,
     context: &Context,
-) -> Result<(ClientSecret, TokenSecret, Option<SecretString>), Error> {
+) -> Result<Observed, Error> {
     context
         .shared_ready
         .clone()
@@ -431,31 +494,30 @@ async fn observe(
     let reference = &grant.spec.client_secret_ref;
     let app_secret = context
         .shared_secrets
-        .get(&ObjectRef::new(&reference.name).within(namespace));
+        .get(&ObjectRef::new(&reference.name).within(namespace))
+        .filter(|secret| shared_with(secret, &grant.name_any()));
+    let client_secret_value = app_secret
+        .as_ref()
+        .and_then(|secret| token_in(secret, &reference.key))
+        .map(|value| SecretString::from(value.expose_secret().trim().to_owned()));
     let client_secret = match &app_secret {
-        Some(secret) if shared_with(secret, &grant.name_any()) => {
-            if has_key(secret, &reference.key) {
-                ClientSecret::Present
-            } else {
-                ClientSecret::KeyMissing
-            }
-        }
-        _ => ClientSecret::SecretMissing,
+        Some(secret) if has_key(secret, &reference.key) => ClientSecret::Present,
+        Some(_) => ClientSecret::KeyMissing,
+        None => ClientSecret::SecretMissing,
     };
     let secrets = Api::<Secret>::namespaced(context.client.clone(), namespace);
-    let mut token = None;
-    let token_secret = match get_secret(&secrets, &grant.spec.secret.name).await? {
-        None => TokenSecret::Absent,
-        Some(secret) if manages(&secret, grant) => {
-            token = token_in(&secret, &grant.spec.secret.key);
-            TokenSecret::Managed {
-                has_token: token.is_some(),
-                record: read_secret_record(&secret),
-            }
-        }
-        Some(_) => TokenSecret::Foreign,
-    };
-    Ok((client_secret, token_secret, token))
+    let consumer = get_secret(&secrets, &grant.spec.secret.name).await?;
+    let held = context
+        .records
+        .get(&grant.uid().unwrap_or_default())
+        .await
+        .map_err(Error::Record)?;
+    Ok(Observed {
+        client_secret,
+        client_secret_value,
+        consumer,
+        held,
+    })
 }
 
 /// A new authorization link for the grant, valid until `expires_at`: a fresh signed state.

@@ -13,12 +13,13 @@ use kube::ResourceExt;
 use crate::{
     api::{
         ExchangeStatus, Installation, InstallationStatus, Phase, SlackOAuthGrant,
-        SlackOAuthGrantStatus, conditions, labels, reasons,
+        SlackOAuthGrantStatus, TokenStatus, conditions, labels, reasons,
     },
     authorization::{state_of, team_label},
     callback::state::AuthorizationState,
     controller::checks::TokenCheck,
     events::PlannedEvent,
+    record::Pending,
 };
 
 /// How long an exchange in flight may go without its holder renewing it (it renews every
@@ -41,18 +42,29 @@ pub enum ClientSecret {
     KeyMissing,
 }
 
-/// The Secret the token goes to, as observed.
-#[derive(Clone, Debug, PartialEq)]
+/// The Secret the token goes to, as observed (after the controller has written it from the
+/// grant's record, if it had to).
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum TokenSecret {
     Absent,
-    /// Ours: labelled and owned by this grant. `record` is what the callback wrote with the token:
-    /// the grant generation it was approved for, and the installation.
-    Managed {
-        has_token: bool,
-        record: Option<(i64, InstallationStatus)>,
-    },
+    /// Ours: labelled and owned by this grant.
+    Managed,
     /// Someone else's.
     Foreign,
+}
+
+/// What the operator holds for the grant (its token record), without secret values.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Held {
+    pub installation: InstallationStatus,
+    pub token: TokenStatus,
+    /// Why the grant needs a new approval although it holds this one, if it does.
+    pub pending: Option<Pending>,
+    /// Slack refused the refresh token for good.
+    pub refresh_failed: bool,
+    /// The controller rewrote the consumer Secret from the record just now, and why
+    /// ([`reasons::SECRET_DELETED`] or [`reasons::SECRET_EDITED`]).
+    pub restored: Option<&'static str>,
 }
 
 /// Everything `plan` decides from.
@@ -60,6 +72,8 @@ pub struct Inputs<'a> {
     pub grant: &'a SlackOAuthGrant,
     pub client_secret: ClientSecret,
     pub token_secret: TokenSecret,
+    /// The grant's token record, if it has one.
+    pub held: Option<Held>,
     /// What the last `auth.test` of the token in the Secret said.
     pub token_check: TokenCheck,
     pub now: Timestamp,
@@ -137,9 +151,25 @@ impl Seen<'_> {
         self.ready().map(|c| c.reason.as_str())
     }
 
+    fn condition(&self, type_: &str) -> Option<&Condition> {
+        self.current.conditions.iter().find(|c| c.type_ == type_)
+    }
+
+    /// The condition an approval attempt (a claim, a failure) was recorded on: `Ready` while it
+    /// is False, `AuthorizationPending` while a working token keeps `Ready` True
+    /// ([`crate::status::with_attempt`]).
+    fn attempt(&self) -> Option<&Condition> {
+        match self.ready() {
+            Some(ready) if ready.status == "True" => {
+                self.condition(conditions::AUTHORIZATION_PENDING)
+            }
+            ready => ready,
+        }
+    }
+
     /// The exchange in flight, if its holder is still renewing it.
     fn live_exchange(&self) -> Option<&ExchangeStatus> {
-        let exchanging = self.ready().is_some_and(|c| {
+        let exchanging = self.attempt().is_some_and(|c| {
             c.reason == reasons::EXCHANGING && c.observed_generation == Some(self.generation)
         });
         self.current.exchange.as_ref().filter(|e| {
@@ -150,7 +180,8 @@ impl Seen<'_> {
     /// Claimed, and its holder stopped renewing it without storing or revoking a token.
     fn interrupted(&self) -> bool {
         self.live_exchange().is_none()
-            && (self.current.exchange.is_some() || self.reason() == Some(reasons::EXCHANGING))
+            && (self.current.exchange.is_some()
+                || self.attempt().map(|c| c.reason.as_str()) == Some(reasons::EXCHANGING))
     }
 
     fn secret(&self) -> String {
@@ -177,26 +208,14 @@ pub fn plan(inputs: &Inputs<'_>) -> Plan {
         events: Vec::new(),
         requeue_after: None,
     };
+    let mut pending = None;
     let verdict = if inputs.require_team_id && grant.spec.team_id.is_none() {
         team_id_required(&mut plan)
     } else {
-        match (&inputs.token_secret, &inputs.client_secret) {
-            (TokenSecret::Foreign, _) => conflict(&seen, &mut plan),
-            (
-                TokenSecret::Managed {
-                    has_token: true,
-                    record: Some((approved_for, installation)),
-                },
-                _,
-            ) if *approved_for == seen.generation => match refused(&seen, installation) {
-                None => authorized(&seen, &mut plan, installation),
-                Some(reason) => {
-                    plan.status.installation = Some(installation.clone());
-                    let verdict = awaiting(&seen, &mut plan);
-                    token_refused(&seen, verdict, reason)
-                }
-            },
-            (_, ClientSecret::SecretMissing | ClientSecret::KeyMissing) => {
+        match (&inputs.token_secret, &inputs.held, &inputs.client_secret) {
+            (TokenSecret::Foreign, _, _) => conflict(&seen, &mut plan),
+            (_, Some(held), _) => holding(&seen, &mut plan, held, &mut pending),
+            (_, None, ClientSecret::SecretMissing | ClientSecret::KeyMissing) => {
                 plan.status.phase = Some(Phase::Failed);
                 Verdict::not_ready(
                     reasons::CLIENT_SECRET_MISSING,
@@ -206,8 +225,98 @@ pub fn plan(inputs: &Inputs<'_>) -> Plan {
             _ => awaiting(&seen, &mut plan),
         }
     };
-    conclude(&seen, &mut plan, verdict);
+    conclude(&seen, &mut plan, verdict, pending);
     plan
+}
+
+/// A grant with a token in its record (and so, by now, in its Secret): Ready unless Slack
+/// refused the token or its refresh; a new link out if the grant asks for a new approval.
+fn holding(
+    seen: &Seen<'_>,
+    plan: &mut Plan,
+    held: &Held,
+    pending_approval: &mut Option<Verdict>,
+) -> Verdict {
+    plan.status.installation = Some(held.installation.clone());
+    plan.status.token = Some(held.token.clone());
+    if let Some(reason) = held.restored {
+        plan.events.push(PlannedEvent {
+            warning: true,
+            reason,
+            note: restored_message(seen, reason),
+        });
+    }
+    if held.refresh_failed {
+        let verdict = awaiting(seen, plan);
+        if verdict.reason == reasons::EXCHANGING {
+            return verdict;
+        }
+        let until = held
+            .token
+            .expires_at
+            .as_ref()
+            .map(|at| format!(", which expires at {}", at.0))
+            .unwrap_or_default();
+        return Verdict::not_ready(
+            reasons::REFRESH_FAILED,
+            format!(
+                "Slack refused the refresh token, so the token in Secret {}{until} cannot be renewed. A Slack owner must approve the new link in status.authorizationURL.",
+                seen.secret()
+            ),
+        );
+    }
+    if let Some(reason) = refused(seen, &held.installation) {
+        let verdict = awaiting(seen, plan);
+        return token_refused(seen, verdict, reason);
+    }
+    let verdict = authorized(seen, plan, &held.installation);
+    if let Some(pending) = held.pending {
+        let attempt = awaiting(seen, plan);
+        plan.status.phase = Some(Phase::Ready);
+        *pending_approval = Some(pending_condition(seen, pending, attempt));
+    }
+    verdict
+}
+
+fn restored_message(seen: &Seen<'_>, reason: &str) -> String {
+    let what = if reason == reasons::SECRET_DELETED {
+        "was deleted"
+    } else {
+        "no longer held the operator's token"
+    };
+    format!(
+        "Secret {} {what}; the operator wrote its token back from its own record, without a new approval.",
+        seen.secret()
+    )
+}
+
+/// `AuthorizationPending` for a grant that keeps a working token while a new approval is
+/// asked for: why, or what the last attempt at it did.
+fn pending_condition(seen: &Seen<'_>, pending: Pending, attempt: Verdict) -> Verdict {
+    if attempt.reason != reasons::AWAITING_AUTHORIZATION {
+        return Verdict {
+            ok: true,
+            ..attempt
+        };
+    }
+    let (reason, why) = match pending {
+        Pending::SpecChanged => (
+            reasons::SPEC_CHANGED,
+            "The grant's scopes, app, team, installation or token changed since it was approved",
+        ),
+        Pending::Reauthorize => (
+            reasons::REAUTHORIZATION_REQUESTED,
+            "A new approval was asked for (annotation slack-oauth-operator.io/reauthorize)",
+        ),
+    };
+    Verdict {
+        ok: true,
+        reason,
+        message: format!(
+            "{why}: a Slack owner must approve the link in status.authorizationURL. Until then Secret {} keeps the current token, which still works.",
+            seen.secret()
+        ),
+    }
 }
 
 /// Whether Slack refused the token in the Secret: by the last check, or (before this process has
@@ -361,7 +470,7 @@ fn mint(seen: &Seen<'_>, plan: &mut Plan) {
 /// Why a grant with a link is not Ready: a kept failure, an interrupted exchange, a deleted
 /// Secret, or simply waiting for an owner.
 fn waiting_reason(seen: &Seen<'_>) -> Verdict {
-    let kept_failure = seen.ready().and_then(|c| {
+    let kept_failure = seen.attempt().and_then(|c| {
         let kept = c.observed_generation == Some(seen.generation);
         reasons::ATTEMPT_FAILURES
             .iter()
@@ -392,7 +501,7 @@ fn waiting_reason(seen: &Seen<'_>) -> Verdict {
         Installation::Workspace => "a Slack Workspace Owner",
         Installation::Organization => "a Slack Org Owner",
     };
-    let keeps = if matches!(token_secret, TokenSecret::Managed { .. }) {
+    let keeps = if *token_secret == TokenSecret::Managed {
         format!(
             " Until then Secret {} keeps the previous token.",
             seen.secret()
@@ -407,7 +516,7 @@ fn waiting_reason(seen: &Seen<'_>) -> Verdict {
 }
 
 /// The conditions, and a Warning Event when `Ready` turns to a new failure.
-fn conclude(seen: &Seen<'_>, plan: &mut Plan, verdict: Verdict) {
+fn conclude(seen: &Seen<'_>, plan: &mut Plan, verdict: Verdict, pending: Option<Verdict>) {
     let Verdict {
         ok,
         reason,
@@ -426,8 +535,73 @@ fn conclude(seen: &Seen<'_>, plan: &mut Plan, verdict: Verdict) {
             note: ready.message.clone(),
         });
     }
+    let pending = authorization_pending(seen, plan, &ready, pending);
     let pinned = team_pinned(seen, &mut plan.events);
-    plan.status.conditions = vec![ready, pinned];
+    let restored = match seen.inputs.held.as_ref().and_then(|h| h.restored) {
+        Some(reason) => {
+            let mut restored = conditions::ready(
+                None,
+                true,
+                reason,
+                restored_message(seen, reason),
+                seen.generation,
+                now,
+            );
+            restored.type_ = conditions::SECRET_RESTORED.to_owned();
+            Some(restored)
+        }
+        None => seen.condition(conditions::SECRET_RESTORED).cloned(),
+    };
+    plan.status.conditions = [Some(ready), Some(pending), Some(pinned), restored]
+        .into_iter()
+        .flatten()
+        .collect();
+}
+
+/// `AuthorizationPending`: `True` while a link is out (or its approval is being exchanged),
+/// with why; `False` otherwise.
+fn authorization_pending(
+    seen: &Seen<'_>,
+    plan: &Plan,
+    ready: &Condition,
+    pending: Option<Verdict>,
+) -> Condition {
+    let previous = seen.condition(conditions::AUTHORIZATION_PENDING);
+    let link_out = plan.link != Link::None || plan.status.exchange.is_some();
+    let (out, reason, message) = match pending {
+        Some(pending) => (true, pending.reason, pending.message),
+        None if ready.status == "False" && link_out => {
+            let reason = if ready.reason != reasons::AWAITING_AUTHORIZATION {
+                // The failure or refusal that called for the link says why.
+                ready.reason.as_str()
+            } else if seen.current.installation.is_none() {
+                reasons::FIRST_APPROVAL
+            } else {
+                reasons::AWAITING_AUTHORIZATION
+            };
+            (true, reason, ready.message.clone())
+        }
+        None if ready.status == "True" => (
+            false,
+            reasons::UP_TO_DATE,
+            "No authorization link is out: the token in the Secret is the approved one.".to_owned(),
+        ),
+        None => (
+            false,
+            ready.reason.as_str(),
+            "No authorization link is out; the Ready condition says why.".to_owned(),
+        ),
+    };
+    let mut condition = conditions::ready(
+        previous,
+        out,
+        reason,
+        message,
+        seen.generation,
+        seen.inputs.now,
+    );
+    condition.type_ = conditions::AUTHORIZATION_PENDING.to_owned();
+    condition
 }
 
 /// The `TeamPinned` condition, with a Warning Event when it first turns False.
@@ -531,6 +705,21 @@ mod tests {
         )
     }
 
+    fn held(pending: Option<Pending>) -> Held {
+        Held {
+            installation: installation(),
+            token: TokenStatus {
+                revision: 1,
+                issued_at: Time(now()),
+                expires_at: None,
+                refreshed_at: None,
+            },
+            pending,
+            refresh_failed: false,
+            restored: None,
+        }
+    }
+
     fn run(
         grant: &SlackOAuthGrant,
         client_secret: ClientSecret,
@@ -540,6 +729,20 @@ mod tests {
             grant,
             client_secret,
             token_secret,
+            held: None,
+            token_check: TokenCheck::Unchecked,
+            now: now(),
+            require_team_id: false,
+            authorization_ttl: Duration::from_secs(3600),
+        })
+    }
+
+    fn run_holding(grant: &SlackOAuthGrant, client_secret: ClientSecret, held: Held) -> Plan {
+        decide(&Inputs {
+            grant,
+            client_secret,
+            token_secret: TokenSecret::Managed,
+            held: Some(held),
             token_check: TokenCheck::Unchecked,
             now: now(),
             require_team_id: false,
@@ -555,6 +758,14 @@ mod tests {
             planned.publish_link(fresh().0);
         }
         planned
+    }
+
+    fn condition<'a>(plan: &'a Plan, type_: &str) -> &'a Condition {
+        plan.status
+            .conditions
+            .iter()
+            .find(|c| c.type_ == type_)
+            .expect("the condition")
     }
 
     fn ready(plan: &Plan) -> &Condition {
@@ -664,11 +875,8 @@ mod tests {
 
     #[test]
     fn secret_with_the_current_generation_makes_the_grant_ready() {
-        let token = TokenSecret::Managed {
-            has_token: true,
-            record: Some((2, installation())),
-        };
-        let plan = run(&grant(json!(null)), ClientSecret::Present, token);
+        let token = held(None);
+        let plan = run_holding(&grant(json!(null)), ClientSecret::Present, token);
         assert_eq!(plan.status.phase, Some(Phase::Ready));
         assert_eq!(plan.status.authorization_url, None);
         assert_eq!(plan.status.installation, Some(installation()));
@@ -681,32 +889,107 @@ mod tests {
 
     #[test]
     fn ready_grant_does_not_need_the_client_secret() {
-        let token = TokenSecret::Managed {
-            has_token: true,
-            record: Some((2, installation())),
-        };
-        let plan = run(&grant(json!(null)), ClientSecret::SecretMissing, token);
+        let token = held(None);
+        let plan = run_holding(&grant(json!(null)), ClientSecret::SecretMissing, token);
         assert_eq!(plan.status.phase, Some(Phase::Ready));
     }
 
     #[test]
-    fn spec_change_after_ready_asks_again_and_keeps_the_old_secret() {
-        let token = TokenSecret::Managed {
-            has_token: true,
-            record: Some((1, installation())),
-        };
-        let plan = run(
+    fn spec_change_after_ready_keeps_ready_and_publishes_a_link_as_pending() {
+        let token = held(Some(Pending::SpecChanged));
+        let plan = run_holding(
             &grant(json!({ "installation": { "teamID": "T1" } })),
             ClientSecret::Present,
             token,
         );
-        assert_eq!(plan.status.phase, Some(Phase::AwaitingAuthorization));
+        assert_eq!(plan.status.phase, Some(Phase::Ready));
+        assert_eq!(ready(&plan).status, "True");
+        assert!(plan.status.authorization_url.is_some());
+        let pending = condition(&plan, conditions::AUTHORIZATION_PENDING);
+        assert_eq!(
+            (pending.status.as_str(), pending.reason.as_str()),
+            ("True", reasons::SPEC_CHANGED)
+        );
+        assert!(
+            pending.message.contains("keeps the current token"),
+            "{}",
+            pending.message
+        );
+        let reauthorize = run_holding(
+            &grant(json!(null)),
+            ClientSecret::Present,
+            held(Some(Pending::Reauthorize)),
+        );
+        assert_eq!(
+            condition(&reauthorize, conditions::AUTHORIZATION_PENDING).reason,
+            reasons::REAUTHORIZATION_REQUESTED
+        );
+        let settled = run_holding(&grant(json!(null)), ClientSecret::Present, held(None));
+        assert_eq!(settled.status.authorization_url, None);
+        let up_to_date = condition(&settled, conditions::AUTHORIZATION_PENDING);
+        assert_eq!(
+            (up_to_date.status.as_str(), up_to_date.reason.as_str()),
+            ("False", reasons::UP_TO_DATE)
+        );
+    }
+
+    #[test]
+    fn a_failed_reapproval_is_kept_on_authorization_pending_while_ready_stays_true() {
+        let status = json!({
+            "conditions": [
+                { "type": "Ready", "status": "True", "reason": "Authorized", "message": "",
+                  "lastTransitionTime": "2027-01-01T00:00:00Z", "observedGeneration": 2 },
+                { "type": "AuthorizationPending", "status": "True", "reason": "AccessDenied",
+                  "message": "The Slack owner declined.", "lastTransitionTime": "2027-01-01T00:00:00Z",
+                  "observedGeneration": 2 }
+            ]
+        });
+        let plan = run_holding(
+            &grant(status),
+            ClientSecret::Present,
+            held(Some(Pending::Reauthorize)),
+        );
+        assert_eq!(ready(&plan).status, "True");
+        let pending = condition(&plan, conditions::AUTHORIZATION_PENDING);
+        assert_eq!(pending.reason, reasons::ACCESS_DENIED);
+        assert!(plan.status.authorization_url.is_some(), "a fresh link");
+    }
+
+    #[test]
+    fn a_refused_refresh_is_not_ready_with_a_fresh_link() {
+        let mut token = held(None);
+        token.refresh_failed = true;
+        let plan = run_holding(&grant(json!(null)), ClientSecret::Present, token);
+        assert_eq!(ready(&plan).reason, reasons::REFRESH_FAILED);
         assert!(plan.status.authorization_url.is_some());
         assert!(
-            ready(&plan).message.contains("keeps the previous token"),
-            "{}",
-            ready(&plan).message
+            plan.events
+                .iter()
+                .any(|e| e.warning && e.reason == reasons::REFRESH_FAILED)
         );
+    }
+
+    #[test]
+    fn a_restored_secret_is_said_in_a_condition_and_an_event() {
+        let mut token = held(None);
+        token.restored = Some(reasons::SECRET_DELETED);
+        let plan = run_holding(&grant(json!(null)), ClientSecret::Present, token);
+        assert_eq!(ready(&plan).status, "True");
+        let restored = condition(&plan, conditions::SECRET_RESTORED);
+        assert_eq!(restored.reason, reasons::SECRET_DELETED);
+        assert!(
+            plan.events
+                .iter()
+                .any(|e| e.warning && e.reason == reasons::SECRET_DELETED)
+        );
+        let settled = grant(serde_json::to_value(&plan.status).expect("json"));
+        let again = run_holding(&settled, ClientSecret::Present, held(None));
+        assert_eq!(
+            condition(&again, conditions::SECRET_RESTORED).reason,
+            reasons::SECRET_DELETED,
+            "kept"
+        );
+        assert!(again.events.is_empty());
     }
 
     #[test]
@@ -816,11 +1099,8 @@ mod tests {
 
     #[test]
     fn an_exchange_that_stored_its_token_is_simply_ready() {
-        let token = TokenSecret::Managed {
-            has_token: true,
-            record: Some((2, installation())),
-        };
-        let plan = run(&grant(exchanging(300)), ClientSecret::Present, token);
+        let token = held(None);
+        let plan = run_holding(&grant(exchanging(300)), ClientSecret::Present, token);
         assert_eq!(ready(&plan).reason, reasons::AUTHORIZED);
         assert_eq!(plan.status.exchange, None);
         assert!(
@@ -838,7 +1118,7 @@ mod tests {
             ClientSecret::Present,
             TokenSecret::Absent,
         );
-        let pinned = &plan.status.conditions[1];
+        let pinned = condition(&plan, conditions::TEAM_PINNED);
         assert_eq!(pinned.type_, conditions::TEAM_PINNED);
         assert_eq!(
             (pinned.status.as_str(), pinned.reason.as_str()),
@@ -856,7 +1136,7 @@ mod tests {
         let mut pinned_grant = grant(json!(null));
         pinned_grant.spec.team_id = Some("T1".into());
         let plan = run(&pinned_grant, ClientSecret::Present, TokenSecret::Absent);
-        assert_eq!(plan.status.conditions[1].status, "True");
+        assert_eq!(condition(&plan, conditions::TEAM_PINNED).status, "True");
         assert!(
             !plan
                 .events
@@ -877,6 +1157,7 @@ mod tests {
             grant,
             client_secret: ClientSecret::Present,
             token_secret: TokenSecret::Absent,
+            held: None,
             token_check: TokenCheck::Unchecked,
             now: now(),
             require_team_id,
@@ -886,15 +1167,13 @@ mod tests {
 
     #[test]
     fn a_token_slack_refuses_is_not_ready_gets_a_fresh_link_and_keeps_the_secret() {
-        let token = TokenSecret::Managed {
-            has_token: true,
-            record: Some((2, installation())),
-        };
+        let token = held(None);
         let g = grant(json!(null));
         let revoked = decide(&Inputs {
             grant: &g,
             client_secret: ClientSecret::Present,
-            token_secret: token.clone(),
+            token_secret: TokenSecret::Managed,
+            held: Some(token.clone()),
             token_check: TokenCheck::Revoked,
             now: now(),
             require_team_id: false,
@@ -912,12 +1191,12 @@ mod tests {
 
         // After a restart, before this process has checked the token, the verdict stands.
         let settled = grant(serde_json::to_value(&revoked.status).expect("json"));
-        let unchecked = run(&settled, ClientSecret::Present, token.clone());
+        let unchecked = run_holding(&settled, ClientSecret::Present, token.clone());
         assert_eq!(ready(&unchecked).reason, reasons::TOKEN_REVOKED);
         assert!(unchecked.events.is_empty(), "warned once");
 
         // Slack down says nothing: a grant whose token was never refused stays Ready.
-        let ready_grant = run(&g, ClientSecret::Present, token);
+        let ready_grant = run_holding(&g, ClientSecret::Present, token);
         assert_eq!(ready(&ready_grant).reason, reasons::AUTHORIZED);
     }
 

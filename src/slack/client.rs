@@ -15,7 +15,8 @@ use tracing::{debug, warn};
 use url::Url;
 
 use super::{
-    CodeExchange, OAuthAccess, SlackApi, SlackError, TokenIdentity, is_dead_token, is_error_code,
+    CodeExchange, OAuthAccess, Refreshed, SlackApi, SlackError, TokenIdentity, TokenRefresh,
+    is_dead_token, is_error_code,
 };
 use crate::retry::Backoff;
 
@@ -160,6 +161,23 @@ impl SlackClient {
     }
 }
 
+impl SlackClient {
+    /// `oauth.v2.access` with `form`, the app authenticated by `app`, decoded as `T`.
+    async fn oauth_access<T: serde::de::DeserializeOwned>(
+        &self,
+        form: &[(&str, &str)],
+        app: Auth<'_>,
+        deadline: Instant,
+    ) -> Result<T, SlackError> {
+        const METHOD: &str = "oauth.v2.access";
+        let body = self.call(METHOD, form, app, deadline).await?;
+        serde_json::from_slice(&body).map_err(|source| SlackError::Decode {
+            method: METHOD,
+            source,
+        })
+    }
+}
+
 /// How a Web API call authenticates: the app (HTTP Basic, as Slack recommends for the code
 /// exchange) or a token.
 #[derive(Clone, Copy)]
@@ -174,24 +192,26 @@ impl SlackApi for SlackClient {
         request: &CodeExchange,
         deadline: Instant,
     ) -> Result<OAuthAccess, SlackError> {
-        const METHOD: &str = "oauth.v2.access";
         let form = [
             ("grant_type", "authorization_code"),
             ("code", request.code.expose_secret()),
             ("redirect_uri", request.redirect_uri.as_str()),
         ];
-        let body = self
-            .call(
-                METHOD,
-                &form,
-                Auth::Basic(&request.client_id, &request.client_secret),
-                deadline,
-            )
-            .await?;
-        serde_json::from_slice(&body).map_err(|source| SlackError::Decode {
-            method: METHOD,
-            source,
-        })
+        let app = Auth::Basic(&request.client_id, &request.client_secret);
+        self.oauth_access(&form, app, deadline).await
+    }
+
+    async fn refresh(
+        &self,
+        request: &TokenRefresh,
+        deadline: Instant,
+    ) -> Result<Refreshed, SlackError> {
+        let form = [
+            ("grant_type", "refresh_token"),
+            ("refresh_token", request.refresh_token.expose_secret()),
+        ];
+        let app = Auth::Basic(&request.client_id, &request.client_secret);
+        self.oauth_access(&form, app, deadline).await
     }
 
     async fn revoke(&self, token: &SecretString, deadline: Instant) -> Result<(), SlackError> {

@@ -29,6 +29,15 @@ pub trait SlackApi: Send + Sync + 'static {
         deadline: Instant,
     ) -> impl Future<Output = Result<(), SlackError>> + Send;
 
+    /// `oauth.v2.access` with `grant_type=refresh_token` (client authenticated by HTTP Basic):
+    /// a new access token and the next refresh token. Transient failures are retried until
+    /// `deadline`.
+    fn refresh(
+        &self,
+        request: &TokenRefresh,
+        deadline: Instant,
+    ) -> impl Future<Output = Result<Refreshed, SlackError>> + Send;
+
     /// `auth.test` for `token`: who the token belongs to, if Slack still accepts it. Transient
     /// failures are retried until `deadline`.
     fn check(
@@ -66,6 +75,34 @@ pub struct CodeExchange {
     pub client_secret: SecretString,
     pub code: SecretString,
     pub redirect_uri: String,
+}
+
+/// The parameters of a token refresh.
+#[derive(Debug)]
+pub struct TokenRefresh {
+    pub client_id: String,
+    pub client_secret: SecretString,
+    pub refresh_token: SecretString,
+}
+
+/// A successful refresh: Slack's flat answer (`token_type` `bot` or `user`, the new
+/// `access_token`, the next `refresh_token`, `expires_in`).
+#[derive(Debug, Deserialize)]
+pub struct Refreshed {
+    pub access_token: SecretString,
+    #[serde(default)]
+    pub refresh_token: Option<SecretString>,
+    #[serde(default)]
+    pub expires_in: Option<u64>,
+}
+
+/// Whether Slack refused a refresh for good: the refresh token is used up, revoked or unknown.
+/// (`invalid_grant` is what one third party reports instead; it is read the same way.)
+pub fn is_dead_refresh(error: &SlackError) -> bool {
+    matches!(
+        error.code(),
+        Some("invalid_refresh_token" | "invalid_grant" | "token_revoked" | "token_expired")
+    ) || matches!(error, SlackError::Status { status: 400, .. })
 }
 
 /// A workspace or organization as Slack names it.

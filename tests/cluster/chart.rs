@@ -364,13 +364,13 @@ async fn every_manifest_the_chart_renders_passes_a_server_side_dry_run() {
                 );
             }
         }
-        // The leader-election and state-key Roles in the release namespace, and the grant
+        // The leader-election and own-secrets Roles in the release namespace, and the grant
         // rules either in each watched namespace only or, when asked, cluster-wide.
         let mut expected = vec![
             format!("Role {}/{fullname}-leader-election", ns.name),
             format!("RoleBinding {}/{fullname}-leader-election", ns.name),
-            format!("Role {}/{fullname}-state-key", ns.name),
-            format!("RoleBinding {}/{fullname}-state-key", ns.name),
+            format!("Role {}/{fullname}-own-secrets", ns.name),
+            format!("RoleBinding {}/{fullname}-own-secrets", ns.name),
         ];
         if cluster_wide {
             expected.push(format!("ClusterRole /{}:{fullname}", ns.name));
@@ -1029,8 +1029,10 @@ async fn service_account_reads_secrets_only_where_docs_security_md_says_and_ever
         ("B", b, Get(probe), true),
         ("B", b, List, true),
         ("B", b, Watch, true),
+        // The operator's own namespace: its state key and token records, by name (RBAC cannot
+        // name records made at run time, so any Secret there can be read by name), never listed.
         ("release", own, Get(&state_key), true),
-        ("release", own, Get(probe), false),
+        ("release", own, Get(probe), true),
         ("release", own, List, false),
         ("release", own, Watch, false),
         ("C", c, Get(probe), false),
@@ -1044,12 +1046,11 @@ async fn service_account_reads_secrets_only_where_docs_security_md_says_and_ever
         ("A", a, Patch(written), false),
         ("A", a, Delete(written), false),
         ("A", a, Delete(probe), false),
-        // The state key is created on the first start (create cannot be limited by name), and
-        // never changed or deleted.
+        // The state key and the token records are created, replaced and deleted, never patched.
         ("release", own, Create(written), true),
-        ("release", own, Update(&state_key), false),
+        ("release", own, Update(&state_key), true),
         ("release", own, Patch(&state_key), false),
-        ("release", own, Delete(&state_key), false),
+        ("release", own, Delete(&state_key), true),
         ("C", c, Create(written), false),
     ];
     operator

@@ -262,7 +262,11 @@ async fn a_client_that_disconnects_during_secret_write_retries_still_gets_its_to
     until(Duration::from_secs(30), "two failed writes", || {
         s.operator
             .logs()
-            .matches("failed to write the token Secret; retrying")
+            .lines()
+            .filter(|l| {
+                l.contains("failed to record the token; retrying")
+                    || l.contains("failed to write the token Secret; retrying")
+            })
             .count()
             >= 2
     })
@@ -296,9 +300,7 @@ async fn a_permanent_write_error_revokes_at_once_even_if_the_client_disconnects_
     let started = std::time::Instant::now();
     let browser = browser_request(&s, back);
     until(Duration::from_secs(20), "the revoke to start", || {
-        s.operator
-            .logs()
-            .contains("refused the token Secret for good; revoking the token")
+        s.operator.logs().contains("for good; revoking the token")
     })
     .await;
     browser.abort();

@@ -256,10 +256,25 @@ async fn spec_change_after_ready_keeps_the_old_token_until_the_new_one_replaces_
 
     s.apply_grant("scim", json!({ "userScopes": ["admin", "users:read"] }))
         .await;
-    let asking = s.wait_reason("scim", "AwaitingAuthorization").await;
+    let asking = support::wait_for_grant(&s.grants, "scim", |g| {
+        g.status.as_ref().is_some_and(|st| {
+            st.authorization_url.is_some()
+                && st.conditions.iter().any(|c| {
+                    c.type_ == "AuthorizationPending"
+                        && c.status == "True"
+                        && c.reason == "SpecChanged"
+                })
+        })
+    })
+    .await;
+    assert_eq!(
+        support::ready_reason(&asking).as_deref(),
+        Some("Authorized"),
+        "the old token still works, so the grant stays Ready"
+    );
     assert_eq!(
         asking.status.as_ref().and_then(|s| s.phase),
-        Some(Phase::AwaitingAuthorization)
+        Some(Phase::Ready)
     );
     let link = asking
         .status
@@ -273,7 +288,13 @@ async fn spec_change_after_ready_keeps_the_old_token_until_the_new_one_replaces_
     );
 
     assert_eq!(s.approve(&link).await.status, 200);
-    let ready = s.wait_ready("scim").await;
+    let ready = support::wait_for_grant(&s.grants, "scim", |g| {
+        g.status
+            .as_ref()
+            .and_then(|st| st.installation.as_ref())
+            .is_some_and(|i| i.scopes.len() == 2)
+    })
+    .await;
     assert_eq!(
         ready.status.and_then(|s| s.installation).map(|i| i.scopes),
         Some(vec!["admin".into(), "users:read".into()])
@@ -287,13 +308,20 @@ async fn spec_change_after_ready_keeps_the_old_token_until_the_new_one_replaces_
 
 #[tokio::test]
 #[ignore = "needs the local control plane: run `make test`"]
-async fn deleted_secret_reports_secret_missing_and_publishes_a_new_link() {
+async fn deleted_secret_without_a_record_reports_secret_missing_and_publishes_a_new_link() {
+    // With its record, a deleted Secret is written back (tests/cluster/lifecycle.rs). Without
+    // one (the record deleted too), a new approval is the only way back.
     let s = Scenario::start("secret-deleted").await;
     s.create_client_secret().await;
     s.apply_grant("scim", json!({})).await;
     assert_eq!(s.approve(&s.link("scim").await).await.status, 200);
-    s.wait_ready("scim").await;
+    let grant = s.wait_ready("scim").await;
 
+    let record = format!("slack-oauth-record-{}", grant.metadata.uid.expect("uid"));
+    s.secrets
+        .delete(&record, &DeleteParams::default())
+        .await
+        .expect("delete the token record");
     s.secrets
         .delete(TOKEN_SECRET_NAME, &DeleteParams::default())
         .await

@@ -9,6 +9,7 @@ mod deletion;
 mod flow;
 mod ha;
 mod hardening;
+mod lifecycle;
 mod operator;
 mod opt_in;
 mod outage;

@@ -27,12 +27,14 @@
 //!   Allow/Cancel buttons (`#allow`, `#cancel`). Problems are error pages, never redirects.
 //! - **Codes**: single-use, 10 minutes on the emulator's clock ([`SlackEmulator::advance_clock`]).
 //! - **`oauth.v2.access`**: Basic or body client credentials; Slack's response shapes for user,
-//!   bot and org-wide installs; with rotation, `xoxe.` tokens, 12-hour expiry and single-use
-//!   refresh tokens. Every exchange issues fresh tokens; scopes are additive per installation.
+//!   bot and org-wide installs; with rotation, `xoxe.` tokens, 12-hour expiry (or
+//!   [`App::with_token_lifetime`]) and single-use refresh tokens. Every exchange issues fresh
+//!   tokens; scopes are additive per installation.
 //! - **`auth.test` / `auth.revoke`**: Bearer or body `token`; `x-oauth-scopes` on answers for a
 //!   valid token.
 //! - **Faults** ([`Fault`]) queued per method, and a record of every call ([`Call`]) and token
-//!   ([`IssuedToken`]), whose `Debug` output redacts secrets.
+//!   ([`IssuedToken`]), whose `Debug` output redacts secrets; which tokens of an installation
+//!   are live ([`SlackEmulator::live_tokens`]).
 //!
 //! Readings of what the notes leave open (each also documented where it is implemented):
 //! - Every authorize-step problem (`invalid_client_id`, `bad_redirect_uri`, `invalid_scope`,
@@ -46,10 +48,13 @@
 //! - Without `redirect_uri` on the authorize step, one sent on the exchange must name the URL
 //!   Slack used.
 //! - Every exchange issues new tokens (re-installs do not hand back an existing token).
-//! - Refresh tokens die at first use (no grace period); the two-active-tokens limit is enforced
-//!   on refresh; `invalid_refresh_token` comes as HTTP 200 (not `invalid_grant`/400).
-//! - A revoked token is `invalid_auth` (not `token_revoked`); an expired rotating token is
-//!   `token_expired`; `auth.revoke` with `test=1` answers `revoked: false`.
+//! - Refresh tokens die at first use (no grace period); a refreshed access token stays live
+//!   until its own expiry; the two-active-tokens limit is enforced on refresh;
+//!   `invalid_refresh_token` comes as HTTP 200 (not `invalid_grant`/400).
+//! - A revoked token (by `auth.revoke`, [`SlackEmulator::revoke`] or the two-active-tokens
+//!   limit) is `token_revoked`, an expired rotating token `token_expired`, and only a token the
+//!   emulator never issued `invalid_auth`; `auth.revoke` with `test=1` answers
+//!   `revoked: false`.
 //! - Only POST is served (405 otherwise, where Slack would accept GET); query parameters are
 //!   never read; tokens in a JSON body are ignored (Bearer only), as Slack documents for JSON.
 
@@ -260,6 +265,13 @@ impl SlackEmulator {
         self.slack().is_live(token)
     }
 
+    /// The live access tokens (see [`is_live`](Self::is_live)) of app `client_id` installed on
+    /// `installed_on`: the workspace ID, or the organization ID for an org-wide install. Bot
+    /// and user tokens of every approver, in issue order.
+    pub fn live_tokens(&self, client_id: &str, installed_on: &str) -> Vec<IssuedToken> {
+        self.slack().live_tokens(client_id, installed_on)
+    }
+
     /// Revokes `token` as a workspace admin would in Slack's UI (no Web API call is
     /// recorded). Returns whether it was live.
     pub fn revoke(&self, token: &str) -> bool {
@@ -273,7 +285,8 @@ impl SlackEmulator {
     }
 
     /// Moves the emulator's clock forward, to expire codes (10 minutes) or rotating tokens
-    /// (12 hours) without waiting. Injected delays still take real time.
+    /// ([`App::token_lifetime`], 12 hours by default) without waiting. Injected delays still
+    /// take real time.
     pub fn advance_clock(&self, by: Duration) {
         self.slack().advance_clock(by);
     }

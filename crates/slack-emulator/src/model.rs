@@ -25,9 +25,13 @@ pub struct App {
     /// The configured Redirect URLs, in order; the first is used when an authorize request
     /// sends no `redirect_uri`.
     pub redirect_urls: Vec<String>,
-    /// Token rotation (`settings.token_rotation_enabled`): access tokens expire after 12 hours
-    /// and come with single-use refresh tokens.
+    /// Token rotation (`settings.token_rotation_enabled`): access tokens expire after
+    /// [`token_lifetime`](Self::token_lifetime) and come with single-use refresh tokens.
     pub token_rotation: bool,
+    /// How long a rotating access token lives, on the emulator's clock. Slack's is always 12
+    /// hours ([`ROTATING_TOKEN_LIFETIME`](crate::ROTATING_TOKEN_LIFETIME)), the default; a
+    /// shorter one lets a test see tokens rotate in real time. Unused without rotation.
+    pub token_lifetime: Duration,
 }
 
 impl App {
@@ -40,12 +44,23 @@ impl App {
             client_secret: client_secret.to_owned(),
             redirect_urls: vec![redirect_url.to_owned()],
             token_rotation: false,
+            token_lifetime: crate::ROTATING_TOKEN_LIFETIME,
         }
     }
 
     /// The same app with token rotation turned on.
     pub fn with_token_rotation(mut self) -> Self {
         self.token_rotation = true;
+        self
+    }
+
+    /// The same app with token rotation turned on and rotating access tokens that live
+    /// `lifetime` instead of Slack's 12 hours. `oauth.v2.access` reports it as `expires_in` in
+    /// whole seconds (rounded down, at least 1); the token itself expires after exactly
+    /// `lifetime` on the emulator's clock.
+    pub fn with_token_lifetime(mut self, lifetime: Duration) -> Self {
+        self.token_rotation = true;
+        self.token_lifetime = lifetime;
         self
     }
 
@@ -71,6 +86,7 @@ impl fmt::Debug for App {
             .field("client_secret", &REDACTED)
             .field("redirect_urls", &self.redirect_urls)
             .field("token_rotation", &self.token_rotation)
+            .field("token_lifetime", &self.token_lifetime)
             .finish()
     }
 }
@@ -366,7 +382,8 @@ pub struct IssuedToken {
     pub is_enterprise_install: bool,
     /// The granted scopes.
     pub scopes: Vec<String>,
-    /// Whether it was revoked (`auth.revoke`, or pushed out by newer rotated tokens).
+    /// Whether it was revoked (`auth.revoke`, `SlackEmulator::revoke`, or pushed out by newer
+    /// rotated tokens); `auth.test` then answers `token_revoked`.
     pub revoked: bool,
     /// The refresh token issued with it (rotation only), raw.
     pub refresh_token: Option<String>,

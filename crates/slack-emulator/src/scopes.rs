@@ -38,7 +38,7 @@ fn is_well_formed(scope: &str) -> bool {
 }
 
 /// Scopes that exist only as user scopes; requesting them as bot scopes is `invalid_scope`.
-/// `admin` is a user-token scope [ADMINSCOPE].
+/// `admin` is a user-token scope \[ADMINSCOPE\].
 pub(crate) fn is_user_only(scope: &str) -> bool {
     scope == "admin"
 }

@@ -18,9 +18,10 @@ use crate::{
 
 /// An authorization code lives 10 minutes \[OAUTH\].
 pub const CODE_LIFETIME: Duration = Duration::from_secs(10 * 60);
-/// A rotating access token lives 12 hours; `expires_in` is always 43200 \[ROT\].
+/// A rotating access token lives 12 hours; `expires_in` is always 43200 \[ROT\]. It is the
+/// default of [`App::token_lifetime`]; [`App::with_token_lifetime`] shortens it for tests.
 pub const ROTATING_TOKEN_LIFETIME: Duration = Duration::from_secs(43_200);
-/// At most two access tokens of one installation are active after refreshes [ROT].
+/// At most two access tokens of one installation are active after refreshes \[ROT\].
 const MAX_ACTIVE_ROTATED_TOKENS: usize = 2;
 
 /// The query of `GET /oauth/v2/authorize`, or the hidden fields of the consent form. For a
@@ -309,6 +310,21 @@ impl Slack {
         self.token(token).is_some_and(|t| t.is_active(now))
     }
 
+    /// The live tokens of app `client_id` installed on `installed_on` (a workspace ID, or the
+    /// organization ID of an org-wide install), bot and user, in issue order.
+    pub(crate) fn live_tokens(&self, client_id: &str, installed_on: &str) -> Vec<IssuedToken> {
+        let now = self.now();
+        self.tokens
+            .iter()
+            .filter(|t| {
+                t.issued.client_id == client_id
+                    && t.install_target == installed_on
+                    && t.is_active(now)
+            })
+            .map(|t| t.issued.clone())
+            .collect()
+    }
+
     /// Revokes `token` as an admin would in Slack's UI; whether it was live.
     pub(crate) fn revoke(&mut self, token: &str) -> bool {
         let now = self.now();
@@ -539,7 +555,7 @@ impl Slack {
             authed_user.insert("scope".into(), json!(record.issued.scopes.join(",")));
             authed_user.insert("access_token".into(), json!(record.issued.token));
             authed_user.insert("token_type".into(), json!("user"));
-            insert_rotation(&mut authed_user, record);
+            insert_rotation(&mut authed_user, record, app);
         }
         body["authed_user"] = Value::Object(authed_user);
         if let (Some(index), Value::Object(top)) = (bot, &mut body) {
@@ -548,13 +564,13 @@ impl Slack {
             top.insert("token_type".into(), json!("bot"));
             top.insert("access_token".into(), json!(record.issued.token));
             top.insert("bot_user_id".into(), json!(record.issued.user_id));
-            insert_rotation(top, record);
+            insert_rotation(top, record, app);
         }
         Answer::ok(body)
     }
 
     /// Issues one access token; its index in `tokens`. Scopes are additive across installs of
-    /// the same user (or bot) and app [OAUTH]: the new token also carries the scopes of the
+    /// the same user (or bot) and app \[OAUTH\]: the new token also carries the scopes of the
     /// installation's tokens that are still active.
     fn issue(
         &mut self,
@@ -598,7 +614,7 @@ impl Slack {
             (
                 ids::rotating_token(kind == TokenKind::Bot),
                 Some(ids::refresh_token()),
-                Some(now + ROTATING_TOKEN_LIFETIME),
+                expiry(now, app.token_lifetime),
             )
         } else {
             let token = match kind {
@@ -643,7 +659,8 @@ impl Slack {
 
     /// `grant_type=refresh_token`. Refresh tokens are single-use; Slack revokes a used one
     /// "after a short grace period", the emulator at once (the defensive reading). The old
-    /// access token stays valid until it expires or more than two are active.
+    /// access token stays valid until its own expiry, unless the two-active-tokens limit pushes
+    /// it out. The new token lives the app's current [`App::token_lifetime`].
     fn refresh(&mut self, request: &ApiRequest, app: &App) -> Answer {
         let now = self.now();
         let Some(refresh_token) = param(request, "refresh_token") else {
@@ -664,7 +681,7 @@ impl Slack {
         renewed.issued.refresh_token = Some(ids::refresh_token());
         renewed.issued.revoked = false;
         renewed.issued.issued_at = now;
-        renewed.issued.expires_at = Some(now + ROTATING_TOKEN_LIFETIME);
+        renewed.issued.expires_at = expiry(now, app.token_lifetime);
         renewed.refresh_used = false;
         self.tokens.push(renewed);
         self.limit_active_tokens(&old, now);
@@ -686,7 +703,7 @@ impl Slack {
             "token_type": match kind { TokenKind::Bot => "bot", TokenKind::User => "user" },
             "access_token": record.issued.token,
             "refresh_token": record.issued.refresh_token,
-            "expires_in": ROTATING_TOKEN_LIFETIME.as_secs(),
+            "expires_in": expires_in(app),
             "team": team,
             "enterprise": enterprise,
             "is_enterprise_install": record.issued.is_enterprise_install,
@@ -698,7 +715,7 @@ impl Slack {
     }
 
     /// Revokes the oldest active tokens of `like`'s installation beyond the limit. Only a
-    /// refresh applies it ("extra refreshes revoke the oldest" [ROT]); separate exchanges each
+    /// refresh applies it ("extra refreshes revoke the oldest" \[ROT\]); separate exchanges each
     /// stand on their own.
     fn limit_active_tokens(&mut self, like: &TokenRecord, now: SystemTime) {
         let key = like.installation();
@@ -724,7 +741,9 @@ impl Slack {
         })
     }
 
-    /// The live token record of a call, or Slack's error.
+    /// The live token record of a call, or Slack's error: `invalid_auth` for a token never
+    /// issued, `token_revoked` for one revoked in any way (`auth.revoke`, an admin, or the
+    /// two-active-tokens limit), `token_expired` for an expired rotating one.
     fn authenticate_token(&self, request: &ApiRequest) -> Result<usize, &'static str> {
         let token = Self::calling_token(request).ok_or("not_authed")?;
         let index = self
@@ -733,10 +752,11 @@ impl Slack {
             .position(|t| t.issued.token == token)
             .ok_or("invalid_auth")?;
         let record = &self.tokens[index];
+        // Slack documents `invalid_auth`, `token_revoked` and `token_expired`; the specific code
+        // tells a test why the operator's token stopped working, and the operator must accept
+        // each of them.
         if record.issued.revoked {
-            // Slack also documents `token_revoked`; `invalid_auth` is what it answers for a
-            // token it no longer knows, and the operator must accept both.
-            return Err("invalid_auth");
+            return Err("token_revoked");
         }
         if record.issued.is_expired_at(self.now()) {
             return Err("token_expired");
@@ -794,7 +814,7 @@ impl Slack {
         Answer::ok(body).with_header("x-oauth-scopes", issued.scopes.join(","))
     }
 
-    /// `auth.revoke`: revokes only the calling token (with rotation too [ROT]). `test=1` is a
+    /// `auth.revoke`: revokes only the calling token (with rotation too \[ROT\]). `test=1` is a
     /// dry run, answered `revoked: false` because nothing was revoked (Slack's exact dry-run
     /// answer is not in the reference).
     fn auth_revoke(&mut self, request: &ApiRequest) -> Answer {
@@ -836,17 +856,27 @@ fn enterprise_json(approver: &Approver) -> Value {
 }
 
 /// `refresh_token` and `expires_in` of a rotating token.
-fn insert_rotation(object: &mut Map<String, Value>, record: &TokenRecord) {
+fn insert_rotation(object: &mut Map<String, Value>, record: &TokenRecord, app: &App) {
     if let Some(refresh_token) = &record.issued.refresh_token {
         object.insert("refresh_token".into(), json!(refresh_token));
-        object.insert(
-            "expires_in".into(),
-            json!(ROTATING_TOKEN_LIFETIME.as_secs()),
-        );
+        object.insert("expires_in".into(), json!(expires_in(app)));
     }
 }
 
-/// Slack warns about a JSON body sent without `charset=utf-8` [V2ACCESS].
+/// When a rotating token issued at `now` expires; a lifetime too long for the clock means
+/// never.
+fn expiry(now: SystemTime, lifetime: Duration) -> Option<SystemTime> {
+    now.checked_add(lifetime)
+}
+
+/// `expires_in` of a new rotating token of `app`, in whole seconds: rounded down, so a client
+/// that trusts it never holds an expired token, but at least 1, so a sub-second lifetime does
+/// not read as already expired.
+fn expires_in(app: &App) -> u64 {
+    app.token_lifetime.as_secs().max(1)
+}
+
+/// Slack warns about a JSON body sent without `charset=utf-8` \[V2ACCESS\].
 fn with_charset_warning(mut answer: Answer, missing_charset: bool) -> Answer {
     if let (true, Some(Value::Object(body))) = (missing_charset, &mut answer.json) {
         body.insert("warning".into(), json!("missing_charset"));

@@ -74,7 +74,7 @@ async fn auth_test_describes_a_bot_token() {
 }
 
 #[tokio::test]
-async fn revoked_token_fails_auth_test() {
+async fn revoked_token_fails_auth_test_as_token_revoked() {
     let f = Fixture::start().await;
     let token = user_token(&f.install(&f.user_link()).await);
     let revoke = f.post("auth.revoke", &[], Some(&token)).await;
@@ -83,8 +83,19 @@ async fn revoked_token_fails_auth_test() {
     assert!(!f.slack.is_live(&token));
     assert!(f.slack.issued_tokens()[0].revoked);
     let test = f.post("auth.test", &[], Some(&token)).await;
-    assert_eq!(test.error().as_deref(), Some("invalid_auth"));
+    assert_eq!(test.error().as_deref(), Some("token_revoked"));
     assert!(test.header("x-oauth-scopes").is_none());
+}
+
+#[tokio::test]
+async fn a_token_revoked_by_an_admin_is_token_revoked_for_every_method() {
+    let f = Fixture::start().await;
+    let token = user_token(&f.install(&f.user_link()).await);
+    assert!(f.slack.revoke(&token));
+    for method in ["auth.test", "auth.revoke"] {
+        let reply = f.post(method, &[], Some(&token)).await;
+        assert_eq!(reply.error().as_deref(), Some("token_revoked"), "{method}");
+    }
 }
 
 #[tokio::test]
@@ -118,7 +129,7 @@ async fn revoke_dry_run_keeps_the_token() {
 }
 
 #[tokio::test]
-async fn revoking_twice_or_an_unknown_token_answers_invalid_auth() {
+async fn revoking_twice_is_token_revoked_and_an_unknown_token_invalid_auth() {
     let f = Fixture::start().await;
     let token = user_token(&f.install(&f.user_link()).await);
     assert_eq!(
@@ -130,7 +141,7 @@ async fn revoking_twice_or_an_unknown_token_answers_invalid_auth() {
             .await
             .error()
             .as_deref(),
-        Some("invalid_auth")
+        Some("token_revoked")
     );
     assert_eq!(
         f.post("auth.revoke", &[], Some("xoxp-1-2-3-nope"))
@@ -138,6 +149,14 @@ async fn revoking_twice_or_an_unknown_token_answers_invalid_auth() {
             .error()
             .as_deref(),
         Some("invalid_auth")
+    );
+    assert_eq!(
+        f.post("auth.test", &[], Some("xoxp-1-2-3-nope"))
+            .await
+            .error()
+            .as_deref(),
+        Some("invalid_auth"),
+        "a token never issued stays invalid_auth"
     );
 }
 

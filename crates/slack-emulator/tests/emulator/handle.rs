@@ -103,6 +103,22 @@ async fn debug_output_redacts_secrets() {
     assert_eq!(f.slack.calls()[0].client_secret(), Some(CLIENT_SECRET));
 }
 
+#[test]
+fn app_debug_shows_rotation_and_the_token_lifetime() {
+    let app = slack_emulator::App::new(CLIENT_ID, CLIENT_SECRET, crate::support::REDIRECT)
+        .with_token_lifetime(Duration::from_secs(90));
+    assert!(app.token_rotation, "a lifetime implies rotation");
+    let printed = format!("{app:?}");
+    assert!(printed.contains("token_rotation: true"), "{printed}");
+    assert!(printed.contains("token_lifetime: 90s"), "{printed}");
+    assert!(!printed.contains(CLIENT_SECRET), "{printed}");
+    let default = slack_emulator::App::new(CLIENT_ID, CLIENT_SECRET, crate::support::REDIRECT);
+    assert_eq!(
+        default.token_lifetime,
+        slack_emulator::ROTATING_TOKEN_LIFETIME
+    );
+}
+
 #[tokio::test]
 async fn is_live_tracks_revocation_and_expiry() {
     let f = Fixture::start().await;

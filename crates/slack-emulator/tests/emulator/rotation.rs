@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use slack_emulator::{App, Approver, TokenKind};
+use slack_emulator::{App, Approver, ROTATING_TOKEN_LIFETIME, TokenKind};
 
 use crate::support::{CLIENT_ID, CLIENT_SECRET, Fixture, REDIRECT};
 
@@ -196,4 +196,167 @@ async fn refreshing_an_org_wide_install_keeps_the_organization() {
     let issued = f.slack.issued_tokens();
     assert_eq!(issued[1].kind, TokenKind::User);
     assert_eq!(issued[1].enterprise_id.as_deref(), Some("E0GRID"));
+}
+
+#[tokio::test]
+async fn a_configured_token_lifetime_is_reported_and_enforced() {
+    let lifetime = Duration::from_secs(90);
+    let f = Fixture::with_app(
+        App::new(CLIENT_ID, CLIENT_SECRET, REDIRECT).with_token_lifetime(lifetime),
+    )
+    .await;
+    let body = f
+        .install(&f.link(&[
+            ("client_id", CLIENT_ID),
+            ("scope", "chat:write"),
+            ("user_scope", "admin"),
+            ("redirect_uri", REDIRECT),
+        ]))
+        .await;
+    assert!(
+        str_of(&body, "/authed_user/access_token").starts_with("xoxe.xoxp-1-"),
+        "a lifetime implies rotation"
+    );
+    assert_eq!(body["expires_in"], 90);
+    assert_eq!(body["authed_user"]["expires_in"], 90);
+    for issued in f.slack.issued_tokens() {
+        assert_eq!(issued.expires_at, Some(issued.issued_at + lifetime));
+    }
+
+    let token = str_of(&body, "/authed_user/access_token").to_owned();
+    let left = f.post("auth.test", &[], Some(&token)).await.json()["expires_in"]
+        .as_u64()
+        .expect("expires_in");
+    assert!((85..=90).contains(&left), "{left}");
+    f.slack.advance_clock(Duration::from_secs(30));
+    let left = f.post("auth.test", &[], Some(&token)).await.json()["expires_in"]
+        .as_u64()
+        .expect("expires_in");
+    assert!((55..=60).contains(&left), "counts down: {left}");
+
+    let refreshed = refresh(&f, str_of(&body, "/authed_user/refresh_token")).await;
+    assert_eq!(refreshed["expires_in"], 90, "{refreshed}");
+    let renewed = f.slack.issued_tokens().pop().expect("the refreshed token");
+    assert_eq!(renewed.expires_at, Some(renewed.issued_at + lifetime));
+
+    f.slack.advance_clock(Duration::from_secs(60));
+    let expired = f.post("auth.test", &[], Some(&token)).await;
+    assert_eq!(expired.error().as_deref(), Some("token_expired"));
+    let newer = f
+        .post("auth.test", &[], Some(str_of(&refreshed, "/access_token")))
+        .await;
+    assert_eq!(
+        newer.json()["ok"],
+        true,
+        "the refreshed token lives its own 90 s"
+    );
+}
+
+#[tokio::test]
+async fn a_sub_second_lifetime_reports_one_second_and_expires_in_real_time() {
+    let f = Fixture::with_app(
+        App::new(CLIENT_ID, CLIENT_SECRET, REDIRECT)
+            .with_token_lifetime(Duration::from_millis(300)),
+    )
+    .await;
+    let body = f.install(&f.user_link()).await;
+    assert_eq!(body["authed_user"]["expires_in"], 1);
+    let token = str_of(&body, "/authed_user/access_token").to_owned();
+
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert!(!f.slack.is_live(&token));
+    let expired = f.post("auth.test", &[], Some(&token)).await;
+    assert_eq!(expired.error().as_deref(), Some("token_expired"));
+    let refreshed = refresh(&f, str_of(&body, "/authed_user/refresh_token")).await;
+    assert_eq!(refreshed["expires_in"], 1, "{refreshed}");
+}
+
+#[tokio::test]
+async fn a_refreshed_token_stays_live_until_pushed_out_by_the_next_refresh() {
+    let f = rotating().await;
+    let body = f.install(&f.user_link()).await;
+    let mut tokens = vec![str_of(&body, "/authed_user/access_token").to_owned()];
+    let mut refresh_token = str_of(&body, "/authed_user/refresh_token").to_owned();
+    for n in 1..=3 {
+        let refreshed = refresh(&f, &refresh_token).await;
+        assert_eq!(refreshed["ok"], true, "refresh {n}: {refreshed}");
+        tokens.push(str_of(&refreshed, "/access_token").to_owned());
+        refresh_token = str_of(&refreshed, "/refresh_token").to_owned();
+
+        for (age, token) in tokens.iter().rev().enumerate() {
+            let test = f.post("auth.test", &[], Some(token)).await;
+            if age < 2 {
+                assert_eq!(test.json()["ok"], true, "refresh {n}, token {age} back");
+            } else {
+                assert_eq!(
+                    test.error().as_deref(),
+                    Some("token_revoked"),
+                    "refresh {n}, token {age} back"
+                );
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn live_tokens_lists_the_live_tokens_of_one_installation() {
+    let f = rotating().await;
+    let both = f.link(&[
+        ("client_id", CLIENT_ID),
+        ("scope", "chat:write"),
+        ("user_scope", "admin"),
+        ("redirect_uri", REDIRECT),
+    ]);
+    let acme = f.install(&both).await;
+    f.slack
+        .set_approver(Approver::workspace_owner("T0OTHER", "Other"));
+    let other = f.install(&both).await;
+    f.slack
+        .set_approver(Approver::org_owner("E0GRID", "Acme Grid"));
+    let grid = f.install(&f.user_link()).await;
+
+    let live = |target: &str| -> Vec<String> {
+        f.slack
+            .live_tokens(CLIENT_ID, target)
+            .into_iter()
+            .map(|t| t.token)
+            .collect()
+    };
+    let bot = str_of(&acme, "/access_token").to_owned();
+    let user = str_of(&acme, "/authed_user/access_token").to_owned();
+    assert_eq!(live("T0ACME"), vec![bot.clone(), user.clone()]);
+    assert_eq!(
+        live("T0OTHER"),
+        vec![
+            str_of(&other, "/access_token").to_owned(),
+            str_of(&other, "/authed_user/access_token").to_owned(),
+        ]
+    );
+    assert_eq!(
+        live("E0GRID"),
+        vec![str_of(&grid, "/authed_user/access_token").to_owned()]
+    );
+    assert!(f.slack.live_tokens("other.app", "T0ACME").is_empty());
+
+    let first = refresh(&f, str_of(&acme, "/authed_user/refresh_token")).await;
+    let second = refresh(&f, str_of(&first, "/refresh_token")).await;
+    let first = str_of(&first, "/access_token").to_owned();
+    let second = str_of(&second, "/access_token").to_owned();
+    assert_eq!(
+        live("T0ACME"),
+        vec![bot.clone(), first.clone(), second.clone()],
+        "the original user token was pushed out"
+    );
+    assert!(f.slack.revoke(&bot));
+    assert_eq!(live("T0ACME"), vec![first, second]);
+    let tokens = f.slack.live_tokens(CLIENT_ID, "T0ACME");
+    assert!(
+        tokens
+            .iter()
+            .all(|t| t.kind == TokenKind::User && !t.revoked)
+    );
+
+    f.slack.advance_clock(ROTATING_TOKEN_LIFETIME);
+    assert!(live("T0ACME").is_empty(), "expired tokens are not live");
+    assert!(live("E0GRID").is_empty());
 }

@@ -1,0 +1,322 @@
+//! The token after issuance: rotation (refreshed before it expires, the Secret never without a
+//! live token, the refresh token never in it), a deleted or edited Secret written back from the
+//! operator's record, and a re-authorization that keeps `Ready` until the new token lands and
+//! then revokes the old one after `--revoke-grace`.
+
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{Patch, PatchParams};
+use serde_json::json;
+use slack_emulator::{App, Fault};
+use slack_oauth_operator::api::{SlackOAuthGrant, conditions};
+
+use crate::{scenario::Scenario, support};
+
+const KEY: &str = "SLACK_ACCESS_TOKEN";
+
+fn condition(grant: &SlackOAuthGrant, type_: &str) -> Option<(String, String)> {
+    grant
+        .status
+        .as_ref()?
+        .conditions
+        .iter()
+        .find(|c| c.type_ == type_)
+        .map(|c| (c.status.clone(), c.reason.clone()))
+}
+
+fn revision(grant: &SlackOAuthGrant) -> u64 {
+    grant
+        .status
+        .as_ref()
+        .and_then(|s| s.token.as_ref())
+        .map_or(0, |t| t.revision)
+}
+
+/// Turns on token rotation for the scenario's app, with tokens that live `lifetime`.
+fn rotate(s: &Scenario, lifetime: Duration) {
+    s.slack.emulator.register_app(
+        App::new(
+            &s.slack.client_id,
+            &s.slack.client_secret,
+            &s.slack.redirect_uri,
+        )
+        .with_token_lifetime(lifetime),
+    );
+}
+
+async fn ready(s: &Scenario) -> String {
+    s.create_client_secret().await;
+    s.apply_grant("scim", json!({ "teamID": "T0ACME" })).await;
+    assert_eq!(s.approve(&s.link("scim").await).await.status, 200);
+    s.wait_ready("scim").await;
+    s.stored_token(KEY).await.expect("a token")
+}
+
+fn keys(secret: &Secret) -> Vec<String> {
+    secret
+        .data
+        .as_ref()
+        .map(|d| d.keys().cloned().collect())
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+#[ignore = "needs the local control plane: run `make test`"]
+async fn three_refreshes_in_a_row_keep_a_live_token_in_the_secret_and_the_refresh_token_out_of_it()
+{
+    let s = Scenario::start("rotation").await;
+    // Refreshed with a third of the lifetime left: 6 s into 9.
+    rotate(&s, Duration::from_secs(9));
+    let first = ready(&s).await;
+    let started = Instant::now();
+    let mut samples = 0;
+    let mut tokens = vec![first];
+    loop {
+        let secret = s
+            .token_secret()
+            .await
+            .expect("the token Secret is always there");
+        assert_eq!(keys(&secret), vec![KEY.to_owned()], "only the access token");
+        let token = String::from_utf8(secret.data.expect("data")[KEY].0.clone()).expect("utf-8");
+        assert!(
+            s.slack.emulator.is_live(&token),
+            "the Secret held a dead token after {:?} (sample {samples})",
+            started.elapsed()
+        );
+        if tokens.last() != Some(&token) {
+            tokens.push(token);
+        }
+        samples += 1;
+        let grant = s.grants.get("scim").await.expect("grant");
+        assert_eq!(support::ready_reason(&grant).as_deref(), Some("Authorized"));
+        if tokens.len() >= 4 && revision(&grant) >= 4 {
+            let token = grant.status.and_then(|st| st.token).expect("status.token");
+            assert!(token.refreshed_at.is_some() && token.expires_at.is_some());
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "three refreshes did not happen in a minute: {} tokens seen",
+            tokens.len()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let refreshes: Vec<_> = s
+        .slack
+        .emulator
+        .calls()
+        .into_iter()
+        .filter(|c| c.method == "oauth.v2.access" && c.refresh_token().is_some())
+        .collect();
+    assert!(refreshes.len() >= 3, "{} refreshes", refreshes.len());
+    assert!(
+        refreshes
+            .iter()
+            .all(|c| c.ok() && c.client_auth == slack_emulator::ClientAuth::Basic),
+        "every refresh authenticated the app with Basic and succeeded"
+    );
+    println!(
+        "rotation: {} tokens over {:?}, {samples} samples, all live",
+        tokens.len(),
+        started.elapsed()
+    );
+}
+
+#[tokio::test]
+#[ignore = "needs the local control plane: run `make test`"]
+async fn a_refresh_token_slack_refuses_turns_the_grant_refresh_failed_with_a_fresh_link() {
+    let s = Scenario::start("refresh-refused").await;
+    rotate(&s, Duration::from_secs(6));
+    let token = ready(&s).await;
+    s.slack.emulator.inject_times(
+        "oauth.v2.access",
+        Fault::Error("invalid_refresh_token".into()),
+        1,
+    );
+    let grant = support::wait_for_grant(&s.grants, "scim", |g| {
+        support::ready_reason(g).as_deref() == Some("RefreshFailed")
+            && g.status
+                .as_ref()
+                .is_some_and(|st| st.authorization_url.is_some())
+    })
+    .await;
+    assert_eq!(
+        condition(&grant, conditions::AUTHORIZATION_PENDING),
+        Some(("True".into(), "RefreshFailed".into()))
+    );
+    assert_eq!(s.stored_token(KEY).await.as_deref(), Some(token.as_str()));
+    // A new approval makes it Ready again, and rotating.
+    assert_eq!(s.approve(&s.link("scim").await).await.status, 200);
+    s.wait_ready("scim").await;
+}
+
+#[tokio::test]
+#[ignore = "needs the local control plane: run `make test`"]
+async fn a_deleted_or_edited_token_secret_is_written_back_from_the_record_without_an_approval() {
+    let s = Scenario::start("restore").await;
+    let token = ready(&s).await;
+    s.secrets
+        .delete(scenario_secret(), &Default::default())
+        .await
+        .expect("delete the token Secret");
+    let grant = support::wait_for_grant(&s.grants, "scim", |g| {
+        condition(g, conditions::SECRET_RESTORED).is_some_and(|(_, r)| r == "SecretDeleted")
+    })
+    .await;
+    assert_eq!(support::ready_reason(&grant).as_deref(), Some("Authorized"));
+    assert_eq!(s.stored_token(KEY).await.as_deref(), Some(token.as_str()));
+
+    let edited = json!({ "data": { KEY: base64("xoxp-typed-by-hand") } });
+    s.secrets
+        .patch(
+            scenario_secret(),
+            &PatchParams::default(),
+            &Patch::Merge(&edited),
+        )
+        .await
+        .expect("edit the token Secret");
+    support::wait_for_grant(&s.grants, "scim", |g| {
+        condition(g, conditions::SECRET_RESTORED).is_some_and(|(_, r)| r == "SecretEdited")
+    })
+    .await;
+    let restored = support::wait_for_grant(&s.grants, "scim", |g| {
+        support::ready_reason(g).as_deref() == Some("Authorized")
+    })
+    .await;
+    assert_eq!(revision(&restored), 1, "the same token, no new approval");
+    for _ in 0..50 {
+        if s.stored_token(KEY).await.as_deref() == Some(token.as_str()) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("the edited token Secret was not written back");
+}
+
+fn scenario_secret() -> &'static str {
+    crate::scenario::TOKEN_SECRET_NAME
+}
+
+fn base64(value: &str) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(value)
+}
+
+#[tokio::test]
+#[ignore = "needs the local control plane: run `make test`"]
+async fn a_reauthorization_keeps_ready_until_the_new_token_lands_then_revokes_the_old_one() {
+    let s = Scenario::builder("reauthorize")
+        .flags(&["--revoke-grace", "3s"])
+        .start()
+        .await;
+    let old = ready(&s).await;
+    let watching = Arc::new(AtomicBool::new(true));
+    let sampler = {
+        let grants = s.grants.clone();
+        let watching = watching.clone();
+        tokio::spawn(async move {
+            let mut samples = 0;
+            while watching.load(Ordering::Relaxed) {
+                let grant = grants.get("scim").await.expect("grant");
+                let ready = condition(&grant, conditions::READY).expect("Ready");
+                assert_eq!(ready.0, "True", "Ready flipped: {ready:?}");
+                samples += 1;
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            samples
+        })
+    };
+    let annotate = json!({ "metadata": { "annotations": {
+        "slack-oauth-operator.io/reauthorize": "2026-12-01"
+    } } });
+    s.grants
+        .patch("scim", &PatchParams::default(), &Patch::Merge(&annotate))
+        .await
+        .expect("annotate");
+    let pending = support::wait_for_grant(&s.grants, "scim", |g| {
+        condition(g, conditions::AUTHORIZATION_PENDING)
+            == Some(("True".into(), "ReauthorizationRequested".into()))
+            && g.status
+                .as_ref()
+                .is_some_and(|st| st.authorization_url.is_some())
+    })
+    .await;
+    let link = pending
+        .status
+        .and_then(|st| st.authorization_url)
+        .expect("link");
+    assert_eq!(s.stored_token(KEY).await.as_deref(), Some(old.as_str()));
+
+    assert_eq!(s.approve(&link).await.status, 200);
+    let new = s.stored_token(KEY).await.expect("a token");
+    assert_ne!(new, old, "the new approval's token is in the Secret");
+    assert!(
+        s.slack.emulator.is_live(&old),
+        "the old token is revoked only after the grace"
+    );
+    let started = Instant::now();
+    while s.slack.emulator.is_live(&old) {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the replaced token was not revoked"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(
+        started.elapsed() >= Duration::from_secs(1),
+        "revoked after the grace, not at once"
+    );
+    assert!(s.slack.emulator.is_live(&new));
+    let settled = support::wait_for_grant(&s.grants, "scim", |g| {
+        condition(g, conditions::AUTHORIZATION_PENDING) == Some(("False".into(), "UpToDate".into()))
+    })
+    .await;
+    assert_eq!(revision(&settled), 2);
+    watching.store(false, Ordering::Relaxed);
+    let samples = sampler.await.expect("Ready stayed True throughout");
+    assert!(samples > 10, "{samples} samples");
+}
+
+#[tokio::test]
+#[ignore = "needs the local control plane: run `make test`"]
+async fn a_scope_change_keeps_the_old_token_ready_until_the_new_approval() {
+    let s = Scenario::builder("scope-change")
+        .flags(&["--revoke-grace", "1s"])
+        .start()
+        .await;
+    let old = ready(&s).await;
+    s.apply_grant(
+        "scim",
+        json!({ "teamID": "T0ACME", "userScopes": ["admin", "users:read"] }),
+    )
+    .await;
+    let pending = support::wait_for_grant(&s.grants, "scim", |g| {
+        condition(g, conditions::AUTHORIZATION_PENDING)
+            == Some(("True".into(), "SpecChanged".into()))
+    })
+    .await;
+    assert_eq!(
+        support::ready_reason(&pending).as_deref(),
+        Some("Authorized")
+    );
+    assert_eq!(s.stored_token(KEY).await.as_deref(), Some(old.as_str()));
+    assert!(s.slack.emulator.is_live(&old));
+    let link = s.link("scim").await;
+    assert_eq!(s.approve(&link).await.status, 200);
+    let started = Instant::now();
+    while s.slack.emulator.is_live(&old) {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "old token kept"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_ne!(s.stored_token(KEY).await.as_deref(), Some(old.as_str()));
+}
