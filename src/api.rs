@@ -218,6 +218,18 @@ pub struct TargetSecret {
     #[x_kube(validation = Rule::new(RESERVED_KEYS_RULE).message(RESERVED_KEYS_MESSAGE))]
     #[schemars(schema_with = "annotation_map")]
     pub annotations: BTreeMap<String, String>,
+
+    /// Take over a Secret that already holds a token under `key`, for example one pasted from
+    /// Ping's hosted OAuth Configuration Service, instead of asking for a new approval. The
+    /// Secret must opt in, as a client Secret does: label it
+    /// `slack-oauth-operator.io/shared-with-grants=true` (and, to name this grant only, annotate
+    /// it `slack-oauth-operator.io/allowed-grants`). The operator checks the token with Slack
+    /// (`auth.test`) first and adopts it only if Slack accepts it for `teamID` (when set) and as
+    /// the kind of token the grant asks for; a refused token is never adopted, and the Secret is
+    /// left as it was. From then on the token is managed like an approved one: checked, and
+    /// revoked when the grant is deleted or a new approval replaces it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub adopt: bool,
 }
 
 /// A map of at most 32 labels, each value at most 63 characters: bounded so that the API server
@@ -560,6 +572,13 @@ pub mod reasons {
     pub const SECRET_DELETED: &str = "SecretDeleted";
     /// `SecretRestored`, and a Warning Event: the token in the Secret was changed by hand.
     pub const SECRET_EDITED: &str = "SecretEdited";
+    /// `spec.secret.adopt`: Slack refused the token in the Secret (revoked, another team, another
+    /// kind of token); it is not adopted, and the Secret is left as it was.
+    pub const ADOPTION_REFUSED: &str = "AdoptionRefused";
+    /// `spec.secret.adopt`: Slack could not be asked about the token yet; the operator retries.
+    pub const ADOPTION_PENDING: &str = "AdoptionPending";
+    /// Event: the token in an existing Secret was adopted.
+    pub const ADOPTED: &str = "Adopted";
     /// `TeamPinned`: `spec.teamID` is set.
     pub const TEAM_ID_SET: &str = "TeamIDSet";
     /// `TeamPinned`: `spec.teamID` is not set; any workspace the approver owns may be chosen.
@@ -619,6 +638,7 @@ mod tests {
                 key: default_token_key(),
                 labels: BTreeMap::new(),
                 annotations: BTreeMap::new(),
+                adopt: false,
             },
             deletion_policy: DeletionPolicy::Revoke,
         }

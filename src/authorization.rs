@@ -19,7 +19,7 @@ use crate::{
         annotations, labels, reasons,
     },
     record::TokenRecord,
-    slack::OAuthAccess,
+    slack::{OAuthAccess, TokenIdentity},
 };
 
 /// The link a Slack owner opens: Slack's authorize page with the grant's parameters.
@@ -309,6 +309,91 @@ pub fn holds(secret: &Secret, grant: &SlackOAuthGrant, record: &TokenRecord) -> 
     token_matches && revision && no_legacy
 }
 
+/// Why a token in an existing Secret is not adopted (`spec.secret.adopt`).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum AdoptRefusal {
+    #[error("the Secret has no token under key {0}")]
+    NoToken(String),
+    #[error("Slack does not accept the token ({0})")]
+    Refused(String),
+    #[error("the token belongs to {got}, but the grant asks for {want}")]
+    WrongTeam { want: String, got: String },
+    #[error("the token is a {got} token, but the grant asks for a {want} token")]
+    WrongKind {
+        want: &'static str,
+        got: &'static str,
+    },
+    #[error(
+        "the token is from a single-workspace install, but the grant asks for an org-wide install"
+    )]
+    NotOrganizationInstall,
+    #[error("the token is from an org-wide install, but the grant asks for a workspace install")]
+    UnexpectedOrganizationInstall,
+}
+
+fn kind_name(kind: TokenKind) -> &'static str {
+    match kind {
+        TokenKind::User => "user",
+        TokenKind::Bot => "bot",
+    }
+}
+
+/// The installation of a token to adopt, from what `auth.test` said about it, if it is the
+/// token the grant asks for. The scopes are not known (`auth.test` names none), so none are
+/// recorded.
+pub fn adoptable(
+    spec: &SlackOAuthGrantSpec,
+    identity: &TokenIdentity,
+    now: Timestamp,
+) -> Result<InstallationStatus, AdoptRefusal> {
+    let want = spec.effective_token();
+    let got = if identity.bot_id.is_some() {
+        TokenKind::Bot
+    } else {
+        TokenKind::User
+    };
+    if want != got {
+        return Err(AdoptRefusal::WrongKind {
+            want: kind_name(want),
+            got: kind_name(got),
+        });
+    }
+    match (spec.installation, identity.is_enterprise_install) {
+        (Installation::Organization, false) => return Err(AdoptRefusal::NotOrganizationInstall),
+        (Installation::Workspace, true) => {
+            return Err(AdoptRefusal::UnexpectedOrganizationInstall);
+        }
+        _ => {}
+    }
+    if let Some(want) = &spec.team_id {
+        let ids = [&identity.team_id, &identity.enterprise_id];
+        if !ids.iter().any(|id| id.as_deref() == Some(want.as_str())) {
+            return Err(AdoptRefusal::WrongTeam {
+                want: want.clone(),
+                got: identity
+                    .team_id
+                    .clone()
+                    .unwrap_or_else(|| "an unknown team".to_owned()),
+            });
+        }
+    }
+    let org = identity.is_enterprise_install;
+    Ok(InstallationStatus {
+        team_id: (!org).then(|| identity.team_id.clone()).flatten(),
+        team_name: (!org).then(|| identity.team.clone()).flatten(),
+        enterprise_id: identity
+            .enterprise_id
+            .clone()
+            .or_else(|| org.then(|| identity.team_id.clone()).flatten()),
+        enterprise_name: org.then(|| identity.team.clone()).flatten(),
+        enterprise_install: org,
+        authorized_user_id: identity.user_id.clone(),
+        scopes: Vec::new(),
+        token_type: Some(want),
+        authorized_at: Some(Time(now)),
+    })
+}
+
 /// A token Secret written before the operator kept records: the approval it holds, read so
 /// that it can be moved under a record on upgrade.
 pub struct Legacy {
@@ -501,6 +586,7 @@ mod tests {
                         "note".to_owned(),
                         "for PingFederate".to_owned(),
                     )]),
+                    adopt: false,
                 },
                 ..spec()
             },
@@ -536,6 +622,53 @@ mod tests {
                 .expect("json")
                 .contains("xoxp-1")
         );
+    }
+
+    #[test]
+    fn a_token_is_adopted_only_as_the_kind_team_and_install_the_grant_asks_for() {
+        let mut spec = spec();
+        spec.team_id = Some("T1".into());
+        let user = TokenIdentity {
+            team_id: Some("T1".into()),
+            team: Some("Acme".into()),
+            user_id: Some("U1".into()),
+            ..Default::default()
+        };
+        let installation = adoptable(&spec, &user, now()).expect("adoptable");
+        assert_eq!(installation.team_id.as_deref(), Some("T1"));
+        assert_eq!(installation.authorized_user_id.as_deref(), Some("U1"));
+        assert_eq!(installation.token_type, Some(TokenKind::User));
+        let bot = TokenIdentity {
+            bot_id: Some("B1".into()),
+            ..user.clone()
+        };
+        assert!(matches!(
+            adoptable(&spec, &bot, now()),
+            Err(AdoptRefusal::WrongKind { .. })
+        ));
+        let elsewhere = TokenIdentity {
+            team_id: Some("T2".into()),
+            ..user.clone()
+        };
+        assert!(matches!(
+            adoptable(&spec, &elsewhere, now()),
+            Err(AdoptRefusal::WrongTeam { .. })
+        ));
+        let org = TokenIdentity {
+            team_id: Some("E1".into()),
+            enterprise_id: Some("E1".into()),
+            is_enterprise_install: true,
+            ..user
+        };
+        assert_eq!(
+            adoptable(&spec, &org, now()),
+            Err(AdoptRefusal::UnexpectedOrganizationInstall)
+        );
+        spec.installation = Installation::Organization;
+        spec.team_id = Some("E1".into());
+        let installation = adoptable(&spec, &org, now()).expect("org-wide");
+        assert_eq!(installation.enterprise_id.as_deref(), Some("E1"));
+        assert!(installation.enterprise_install);
     }
 
     #[test]

@@ -255,6 +255,31 @@ impl TokenRecord {
         }
     }
 
+    /// The record of a token adopted from an existing Secret (`spec.secret.adopt`), after Slack
+    /// confirmed it: treated as approved for the grant as it is now.
+    pub fn adopted(
+        grant: &SlackOAuthGrant,
+        token: SecretString,
+        installation: InstallationStatus,
+        now: Timestamp,
+    ) -> Self {
+        Self {
+            namespace: grant.namespace().unwrap_or_default(),
+            grant: grant.name_any(),
+            uid: grant.uid().unwrap_or_default(),
+            approved_for: ApprovedFor::of(grant),
+            revision: 1,
+            access_token: token,
+            refresh_token: None,
+            issued_at: now,
+            expires_at: None,
+            refreshed_at: None,
+            refresh_failed: false,
+            installation,
+            retired: Vec::new(),
+        }
+    }
+
     /// What the grant's status says about the token.
     pub fn status(&self) -> TokenStatus {
         TokenStatus {

@@ -174,6 +174,22 @@ pub async fn write_consumer(
     }
 }
 
+/// Takes over `existing`, someone else's Secret that opted in to adoption, by replacing it with
+/// `desired` (ours: owned by the grant, labelled). The replacement carries `existing`'s
+/// resourceVersion, so a Secret changed since it was checked is not taken.
+pub async fn adopt_consumer(
+    client: &Client,
+    existing: &Secret,
+    desired: &Secret,
+) -> Result<(), CallError> {
+    let namespace = existing.namespace().unwrap_or_default();
+    let secrets = Api::<Secret>::namespaced(client.clone(), &namespace);
+    let mut replacement = desired.clone();
+    replacement.metadata.resource_version = existing.resource_version();
+    call(secrets.replace(&existing.name_any(), &params(), &replacement)).await?;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -207,7 +207,7 @@ mod tests {
         TokenIdentity {
             team_id: Some(team.into()),
             user_id: Some(user.into()),
-            enterprise_id: None,
+            ..Default::default()
         }
     }
 

@@ -33,8 +33,8 @@ use tracing::{info, instrument, warn};
 
 pub use self::checks::TokenCheck;
 pub use self::plan::{
-    ClientSecret, EXCHANGE_ORPHANED_AFTER, EXCHANGE_RENEW_EVERY, Held, Inputs, Link, Plan,
-    TokenSecret, plan,
+    Adoption, ClientSecret, EXCHANGE_ORPHANED_AFTER, EXCHANGE_RENEW_EVERY, Held, Inputs, Link,
+    Plan, TokenSecret, plan,
 };
 use crate::{
     api::{DeletionPolicy, FINALIZER, SlackOAuthGrant, labels, reasons},
@@ -188,12 +188,16 @@ async fn run_in(deps: Deps, namespace: Option<&str>, shutdown: CancellationToken
         // A token Secret wakes its owner, and any other grant naming it (which then sees a
         // conflict instead of keeping a link that can only fail).
         .watches(secrets, managed, move |secret| {
-            grants_naming(&by_token_secret, &secret, |grant| &grant.spec.secret.name)
+            grants_naming(&by_token_secret, &secret, |grant, name| {
+                grant.spec.secret.name == name
+            })
         })
-        // A shared Secret wakes the grants that use it as their client Secret.
+        // A shared Secret wakes the grants that use it as their client Secret, and those that
+        // would adopt its token.
         .watches_stream(shared, move |secret| {
-            grants_naming(&grant_store, &secret, |grant| {
-                &grant.spec.client_secret_ref.name
+            grants_naming(&grant_store, &secret, |grant, name| {
+                grant.spec.client_secret_ref.name == name
+                    || (grant.spec.secret.adopt && grant.spec.secret.name == name)
             })
         })
         .trigger_backoff(Backoff::watch())
@@ -208,18 +212,18 @@ async fn run_in(deps: Deps, namespace: Option<&str>, shutdown: CancellationToken
         .await;
 }
 
-/// The grants in `secret`'s namespace whose `field` names it.
+/// The grants in `secret`'s namespace that `names` it.
 fn grants_naming(
     grants: &Store<SlackOAuthGrant>,
     secret: &Secret,
-    field: impl Fn(&SlackOAuthGrant) -> &String,
+    names: impl Fn(&SlackOAuthGrant, &str) -> bool,
 ) -> Vec<ObjectRef<SlackOAuthGrant>> {
     let namespace = secret.namespace();
     let name = secret.name_any();
     grants
         .state()
         .iter()
-        .filter(|grant| grant.namespace() == namespace && *field(grant) == name)
+        .filter(|grant| grant.namespace() == namespace && names(grant, &name))
         .map(|grant| ObjectRef::from(grant.as_ref()))
         .collect()
 }
@@ -273,6 +277,7 @@ async fn reconcile_live(
         grant,
         client_secret: observed.client_secret,
         token_secret: kept.token_secret,
+        adoption: kept.adoption,
         held,
         token_check,
         now: Timestamp::now(),

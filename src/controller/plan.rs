@@ -31,6 +31,8 @@ pub const EXCHANGE_RENEW_EVERY: Duration = Duration::from_secs(10);
 /// How often a grant whose Secret name is taken by someone else looks again. Foreign Secrets are
 /// not watched (docs/security.md), so this is a poll, of one GET.
 pub const CONFLICT_RECHECK: Duration = Duration::from_secs(60);
+/// How soon adopting a token is tried again after Slack could not be asked about it.
+const ADOPTION_RETRY: Duration = Duration::from_secs(30);
 
 /// The Secret holding the Slack app's Client Secret, as observed.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -53,6 +55,21 @@ pub enum TokenSecret {
     Foreign,
 }
 
+/// What became of `spec.secret.adopt` for a Secret that is not the operator's.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Adoption {
+    /// Not asked for, or not for this Secret (the grant already holds another token).
+    NotAsked,
+    /// Asked for, but the Secret does not opt in.
+    NotShared,
+    /// Slack refused the token, or it is not the token the grant asks for.
+    Refused(String),
+    /// Slack could not be asked; retried.
+    Unavailable,
+    /// Adopted just now: the Secret is the operator's, holding the new record's token.
+    Adopted,
+}
+
 /// What the operator holds for the grant (its token record), without secret values.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Held {
@@ -72,6 +89,8 @@ pub struct Inputs<'a> {
     pub grant: &'a SlackOAuthGrant,
     pub client_secret: ClientSecret,
     pub token_secret: TokenSecret,
+    /// What became of `spec.secret.adopt`, when the Secret is someone else's.
+    pub adoption: Adoption,
     /// The grant's token record, if it has one.
     pub held: Option<Held>,
     /// What the last `auth.test` of the token in the Secret said.
@@ -213,7 +232,7 @@ pub fn plan(inputs: &Inputs<'_>) -> Plan {
         team_id_required(&mut plan)
     } else {
         match (&inputs.token_secret, &inputs.held, &inputs.client_secret) {
-            (TokenSecret::Foreign, _, _) => conflict(&seen, &mut plan),
+            (TokenSecret::Foreign, _, _) => foreign(&seen, &mut plan),
             (_, Some(held), _) => holding(&seen, &mut plan, held, &mut pending),
             (_, None, ClientSecret::SecretMissing | ClientSecret::KeyMissing) => {
                 plan.status.phase = Some(Phase::Failed);
@@ -366,6 +385,46 @@ fn team_id_required(plan: &mut Plan) -> Verdict {
         reasons::TEAM_ID_REQUIRED,
         "This operator requires spec.teamID, the Slack workspace (T...) or Enterprise Grid organization (E...) that must approve: set it to get an authorization link.".to_owned(),
     )
+}
+
+/// Someone else's Secret under the grant's name: a conflict, or an adoption that did not happen.
+fn foreign(seen: &Seen<'_>, plan: &mut Plan) -> Verdict {
+    match &seen.inputs.adoption {
+        Adoption::NotAsked | Adoption::Adopted => conflict(seen, plan),
+        Adoption::NotShared => {
+            let verdict = conflict(seen, plan);
+            Verdict::not_ready(
+                verdict.reason,
+                format!(
+                    "Secret {} exists and does not opt in to adoption, so it is left as it is. To have its token adopted (spec.secret.adopt), label it {}=true.",
+                    seen.secret(),
+                    labels::SHARED_WITH_GRANTS
+                ),
+            )
+        }
+        Adoption::Refused(why) => {
+            plan.status.phase = Some(Phase::Failed);
+            plan.requeue_after = Some(CONFLICT_RECHECK);
+            Verdict::not_ready(
+                reasons::ADOPTION_REFUSED,
+                format!(
+                    "The token in Secret {} was not adopted: {why}. The Secret is left as it was. Put a token Slack accepts in it, or delete it (or unset spec.secret.adopt) to get an authorization link instead.",
+                    seen.secret()
+                ),
+            )
+        }
+        Adoption::Unavailable => {
+            plan.status.phase = Some(Phase::AwaitingAuthorization);
+            plan.requeue_after = Some(ADOPTION_RETRY);
+            Verdict::not_ready(
+                reasons::ADOPTION_PENDING,
+                format!(
+                    "Slack could not be asked about the token in Secret {} yet; the operator tries again shortly and adopts it once Slack accepts it.",
+                    seen.secret()
+                ),
+            )
+        }
+    }
 }
 
 fn conflict(seen: &Seen<'_>, plan: &mut Plan) -> Verdict {
@@ -729,6 +788,7 @@ mod tests {
             grant,
             client_secret,
             token_secret,
+            adoption: Adoption::NotAsked,
             held: None,
             token_check: TokenCheck::Unchecked,
             now: now(),
@@ -742,6 +802,7 @@ mod tests {
             grant,
             client_secret,
             token_secret: TokenSecret::Managed,
+            adoption: Adoption::NotAsked,
             held: Some(held),
             token_check: TokenCheck::Unchecked,
             now: now(),
@@ -956,6 +1017,41 @@ mod tests {
     }
 
     #[test]
+    fn a_token_that_is_not_adopted_leaves_the_grant_failed_without_a_link() {
+        let g = grant(json!(null));
+        let with = |adoption: Adoption| {
+            decide(&Inputs {
+                grant: &g,
+                client_secret: ClientSecret::Present,
+                token_secret: TokenSecret::Foreign,
+                adoption,
+                held: None,
+                token_check: TokenCheck::Unchecked,
+                now: now(),
+                require_team_id: false,
+                authorization_ttl: Duration::from_secs(3600),
+            })
+        };
+        let refused = with(Adoption::Refused(
+            "Slack does not accept the token (invalid_auth)".into(),
+        ));
+        assert_eq!(ready(&refused).reason, reasons::ADOPTION_REFUSED);
+        assert!(ready(&refused).message.contains("invalid_auth"));
+        assert_eq!(refused.status.authorization_url, None);
+        assert_eq!(refused.status.phase, Some(Phase::Failed));
+        let not_shared = with(Adoption::NotShared);
+        assert_eq!(ready(&not_shared).reason, reasons::SECRET_CONFLICT);
+        assert!(
+            ready(&not_shared)
+                .message
+                .contains(labels::SHARED_WITH_GRANTS)
+        );
+        let unavailable = with(Adoption::Unavailable);
+        assert_eq!(ready(&unavailable).reason, reasons::ADOPTION_PENDING);
+        assert_eq!(unavailable.requeue_after, Some(ADOPTION_RETRY));
+    }
+
+    #[test]
     fn a_refused_refresh_is_not_ready_with_a_fresh_link() {
         let mut token = held(None);
         token.refresh_failed = true;
@@ -1157,6 +1253,7 @@ mod tests {
             grant,
             client_secret: ClientSecret::Present,
             token_secret: TokenSecret::Absent,
+            adoption: Adoption::NotAsked,
             held: None,
             token_check: TokenCheck::Unchecked,
             now: now(),
@@ -1173,6 +1270,7 @@ mod tests {
             grant: &g,
             client_secret: ClientSecret::Present,
             token_secret: TokenSecret::Managed,
+            adoption: Adoption::NotAsked,
             held: Some(token.clone()),
             token_check: TokenCheck::Revoked,
             now: now(),

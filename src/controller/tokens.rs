@@ -8,17 +8,21 @@
 use std::time::Duration;
 
 use k8s_openapi::{api::core::v1::Secret, jiff::Timestamp};
+use kube::ResourceExt;
 use secrecy::{ExposeSecret, SecretString};
 use tokio::time::Instant;
 use tracing::{error, info, warn};
 
-use super::{Context, Error, TokenSecret};
+use super::{Adoption, Context, Error, TokenSecret};
 use crate::{
     api::{SlackOAuthGrant, conditions, reasons},
-    authorization::{self, holds, manages, read_legacy, token_in},
+    authorization::{
+        self, AdoptRefusal, adoptable, holds, manages, read_legacy, shared_with, token_in,
+    },
+    events::{self, PlannedEvent},
     record::TokenRecord,
     retry::Backoff,
-    slack::{SlackApi, TokenRefresh, is_dead_refresh},
+    slack::{SlackApi, TokenRefresh, is_dead_refresh, is_dead_token},
     store::{self, Held, WriteOutcome},
 };
 
@@ -32,6 +36,7 @@ const SHUTDOWN_RECORD_GRACE: Duration = Duration::from_secs(15);
 /// The grant's tokens after keeping.
 pub struct Kept {
     pub token_secret: TokenSecret,
+    pub adoption: Adoption,
     pub held: Option<Held>,
     /// Why the consumer Secret was just written back, if it was.
     pub restored: Option<&'static str>,
@@ -63,9 +68,16 @@ pub async fn keep(
     let now = Timestamp::now();
     let key = &grant.spec.secret.key;
     let managed = consumer.as_ref().filter(|s| manages(s, grant));
-    if consumer.is_some() && managed.is_none() {
+    if let Some(foreign) = consumer.as_ref().filter(|_| managed.is_none()) {
+        let adoption = adopt(grant, context, foreign, &mut held, now).await?;
+        let token_secret = if adoption == Adoption::Adopted {
+            TokenSecret::Managed
+        } else {
+            TokenSecret::Foreign
+        };
         return Ok(Kept {
-            token_secret: TokenSecret::Foreign,
+            token_secret,
+            adoption,
             held,
             restored: None,
             next: None,
@@ -90,6 +102,7 @@ pub async fn keep(
         };
         return Ok(Kept {
             token_secret,
+            adoption: Adoption::NotAsked,
             held: None,
             restored: None,
             next: None,
@@ -128,10 +141,92 @@ pub async fn keep(
     }
     Ok(Kept {
         token_secret,
+        adoption: Adoption::NotAsked,
         held: Some(current),
         restored,
         next,
     })
+}
+
+/// Adopts the token in `foreign` if the grant asks for it, the Secret opts in, and Slack accepts
+/// the token as the one the grant asks for: the record first, then the Secret taken over. A
+/// record already holding this very token (a takeover interrupted last time) is finished.
+/// Anything else leaves the Secret exactly as it was. On success `held` is the new record.
+async fn adopt(
+    grant: &SlackOAuthGrant,
+    context: &Context,
+    foreign: &Secret,
+    held: &mut Option<Held>,
+    now: Timestamp,
+) -> Result<Adoption, Error> {
+    if !grant.spec.secret.adopt {
+        return Ok(Adoption::NotAsked);
+    }
+    if !shared_with(foreign, &grant.name_any()) {
+        return Ok(Adoption::NotShared);
+    }
+    let key = &grant.spec.secret.key;
+    let Some(token) = token_in(foreign, key) else {
+        return Ok(Adoption::Refused(
+            AdoptRefusal::NoToken(key.clone()).to_string(),
+        ));
+    };
+    let resumed = held
+        .as_ref()
+        .is_some_and(|h| h.record.access_token.expose_secret() == token.expose_secret());
+    if held.is_some() && !resumed {
+        return Ok(Adoption::NotAsked);
+    }
+    if !resumed {
+        let installation = match context
+            .slack
+            .check(&token, Instant::now() + SLACK_TIMEOUT)
+            .await
+        {
+            Ok(identity) => match adoptable(&grant.spec, &identity, now) {
+                Ok(installation) => installation,
+                Err(refusal) => return Ok(Adoption::Refused(refusal.to_string())),
+            },
+            Err(error) if is_dead_token(&error) => {
+                let code = error.code().unwrap_or("refused").to_owned();
+                return Ok(Adoption::Refused(AdoptRefusal::Refused(code).to_string()));
+            }
+            Err(error) => {
+                warn!(
+                    error = &error as &dyn std::error::Error,
+                    "failed to check the token to adopt with Slack; retrying"
+                );
+                return Ok(Adoption::Unavailable);
+            }
+        };
+        let record = TokenRecord::adopted(grant, token, installation, now);
+        let version = context
+            .records
+            .put(&record, None)
+            .await
+            .map_err(Error::Record)?;
+        *held = Some(Held { record, version });
+    }
+    let Some(current) = held.as_ref() else {
+        return Ok(Adoption::NotAsked);
+    };
+    let desired = authorization::token_secret(grant, &current.record);
+    store::adopt_consumer(&context.client, foreign, &desired)
+        .await
+        .map_err(Error::WriteSecret)?;
+    info!("adopted the token in the existing Secret after Slack accepted it");
+    let event = PlannedEvent {
+        warning: false,
+        reason: reasons::ADOPTED,
+        note: format!(
+            "Adopted the token in Secret {}/{} after Slack accepted it for {}; it is managed from now on.",
+            grant.namespace().unwrap_or_default(),
+            grant.spec.secret.name,
+            authorization::team_label(&current.record.installation)
+        ),
+    };
+    events::publish(&context.recorder, grant, &event).await;
+    Ok(Adoption::Adopted)
 }
 
 /// Writes the consumer Secret from the record if it does not hold the record's token. Says why

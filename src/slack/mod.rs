@@ -48,7 +48,7 @@ pub trait SlackApi: Send + Sync + 'static {
 }
 
 /// What `auth.test` says a token belongs to.
-#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
 pub struct TokenIdentity {
     #[serde(default)]
     pub team_id: Option<String>,
@@ -56,6 +56,14 @@ pub struct TokenIdentity {
     pub user_id: Option<String>,
     #[serde(default)]
     pub enterprise_id: Option<String>,
+    /// The workspace's (or, org-wide, the organization's) name.
+    #[serde(default)]
+    pub team: Option<String>,
+    /// Set for a bot token.
+    #[serde(default)]
+    pub bot_id: Option<String>,
+    #[serde(default)]
+    pub is_enterprise_install: bool,
 }
 
 /// Slack's answers meaning a token is no longer valid (revoked, expired, or its user gone).

@@ -320,3 +320,176 @@ async fn a_scope_change_keeps_the_old_token_ready_until_the_new_approval() {
     }
     assert_ne!(s.stored_token(KEY).await.as_deref(), Some(old.as_str()));
 }
+
+/// A token issued outside the operator, as Ping's hosted service would get one: the whole OAuth
+/// flow against the emulator, by hand.
+async fn token_from_elsewhere(s: &Scenario) -> String {
+    let mut link = url::Url::parse(&format!("{}/oauth/v2/authorize", s.slack.url())).expect("url");
+    link.query_pairs_mut()
+        .append_pair("client_id", &s.slack.client_id)
+        .append_pair("user_scope", "admin")
+        .append_pair("redirect_uri", &s.slack.redirect_uri)
+        .append_pair("state", "pasted-by-hand");
+    let back = s
+        .decide(link.as_str(), slack_emulator::Decision::Allow)
+        .await;
+    let code = url::Url::parse(&back)
+        .expect("redirect")
+        .query_pairs()
+        .find(|(k, _)| k == "code")
+        .map(|(_, v)| v.into_owned())
+        .expect("a code");
+    let answer: serde_json::Value = s
+        .http
+        .post(format!(
+            "{}/oauth.v2.access",
+            s.slack.api_url().trim_end_matches('/')
+        ))
+        .basic_auth(&s.slack.client_id, Some(&s.slack.client_secret))
+        .form(&[
+            ("code", code.as_str()),
+            ("redirect_uri", &s.slack.redirect_uri),
+        ])
+        .send()
+        .await
+        .expect("exchange")
+        .json()
+        .await
+        .expect("json");
+    answer["authed_user"]["access_token"]
+        .as_str()
+        .expect("a user token")
+        .to_owned()
+}
+
+async fn paste(s: &Scenario, token: &str, shared: bool) -> Secret {
+    let labels = if shared {
+        json!({ "slack-oauth-operator.io/shared-with-grants": "true" })
+    } else {
+        json!({})
+    };
+    let secret: Secret = serde_json::from_value(json!({
+        "metadata": { "name": scenario_secret(), "labels": labels },
+        "stringData": { KEY: token }
+    }))
+    .expect("secret");
+    s.secrets
+        .create(&Default::default(), &secret)
+        .await
+        .expect("create the pasted Secret")
+}
+
+#[tokio::test]
+#[ignore = "needs the local control plane: run `make test`"]
+async fn a_valid_pasted_token_is_adopted_checked_and_revoked_with_the_grant() {
+    let s = Scenario::start("adopt").await;
+    s.create_client_secret().await;
+    let token = token_from_elsewhere(&s).await;
+    paste(&s, &token, true).await;
+    s.apply_grant(
+        "scim",
+        json!({ "teamID": "T0ACME", "secret": { "name": scenario_secret(), "adopt": true } }),
+    )
+    .await;
+    let grant = s.wait_ready("scim").await;
+    let installation = grant
+        .status
+        .and_then(|st| st.installation)
+        .expect("installation");
+    assert_eq!(installation.team_id.as_deref(), Some("T0ACME"));
+    assert!(
+        s.slack
+            .emulator
+            .calls()
+            .iter()
+            .any(|c| c.method == "auth.test"),
+        "checked with Slack before it was adopted"
+    );
+    let secret = s.token_secret().await.expect("the Secret");
+    assert_eq!(s.stored_token(KEY).await.as_deref(), Some(token.as_str()));
+    assert!(
+        secret
+            .metadata
+            .owner_references
+            .is_some_and(|o| !o.is_empty()),
+        "owned by the grant now"
+    );
+    assert!(
+        !s.operator.logs().contains(&token),
+        "the adopted token never reaches a log line"
+    );
+    s.delete_grant("scim").await;
+    assert!(
+        !s.slack.emulator.is_live(&token),
+        "managed: revoked with the grant"
+    );
+}
+
+#[tokio::test]
+#[ignore = "needs the local control plane: run `make test`"]
+async fn an_invalid_pasted_token_is_refused_and_a_secret_that_did_not_opt_in_is_untouched() {
+    let s = Scenario::start("adopt-refused").await;
+    s.create_client_secret().await;
+    let pasted = paste(&s, "xoxp-1234-not-a-real-token", true).await;
+    s.apply_grant(
+        "scim",
+        json!({ "secret": { "name": scenario_secret(), "adopt": true } }),
+    )
+    .await;
+    let refused = s.wait_reason("scim", "AdoptionRefused").await;
+    let message = refused
+        .status
+        .as_ref()
+        .map(|st| st.conditions[0].message.clone())
+        .unwrap_or_default();
+    assert!(message.contains("invalid_auth"), "{message}");
+    assert!(
+        !message.contains("xoxp-1234"),
+        "the token is never in status"
+    );
+    let after = s.token_secret().await.expect("the Secret");
+    assert_eq!(
+        after.metadata.resource_version, pasted.metadata.resource_version,
+        "the Secret is left exactly as it was"
+    );
+
+    // Without the opt-in a foreign Secret is never touched, and Slack is never asked.
+    let s = Scenario::start("adopt-not-shared").await;
+    s.create_client_secret().await;
+    let token = token_from_elsewhere(&s).await;
+    let pasted = paste(&s, &token, false).await;
+    let checks_before = s
+        .slack
+        .emulator
+        .calls()
+        .iter()
+        .filter(|c| c.method == "auth.test")
+        .count();
+    s.apply_grant(
+        "scim",
+        json!({ "secret": { "name": scenario_secret(), "adopt": true } }),
+    )
+    .await;
+    let conflict = s.wait_reason("scim", "SecretConflict").await;
+    let message = conflict
+        .status
+        .map(|st| st.conditions[0].message.clone())
+        .unwrap_or_default();
+    assert!(message.contains("shared-with-grants"), "{message}");
+    let after = s.token_secret().await.expect("the Secret");
+    assert_eq!(
+        after.metadata.resource_version,
+        pasted.metadata.resource_version
+    );
+    let checks_after = s
+        .slack
+        .emulator
+        .calls()
+        .iter()
+        .filter(|c| c.method == "auth.test")
+        .count();
+    assert_eq!(
+        checks_before, checks_after,
+        "Slack was not asked about a Secret that did not opt in"
+    );
+}
