@@ -230,6 +230,37 @@ pub struct TargetSecret {
     /// revoked when the grant is deleted or a new approval replaces it.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub adopt: bool,
+
+    /// Deployments and StatefulSets in the grant's namespace to restart (a rolling restart)
+    /// whenever the token in the Secret changes, for workloads that read it through `envFrom`
+    /// and so see a new token only in new pods (PingFederate's chart does). Each must opt in with
+    /// the annotation `slack-oauth-operator.io/restart-on-token-change: <grant name>` (several
+    /// names comma-separated); one that does not is never touched. The operator sets the
+    /// annotation `slack-oauth-operator.io/token-revision` on its pod template to the token's
+    /// revision. `status.rollout` says when the restart has finished; a token a new approval
+    /// replaced is revoked then, rather than after `--revoke-grace`. The chart grants the needed
+    /// permissions only with `rolloutRestart.enabled: true`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16))]
+    pub rollout_restart: Vec<RolloutTarget>,
+}
+
+/// A workload to restart when the token changes.
+#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct RolloutTarget {
+    pub kind: WorkloadKind,
+    /// Name of the Deployment or StatefulSet, in the grant's namespace.
+    #[x_kube(validation = Rule::new(SECRET_NAME_RULE).message("must be a valid Deployment or StatefulSet name: lowercase letters, digits, '-' and '.', starting and ending with a letter or digit"))]
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+}
+
+// The kind of a workload to restart. No doc comment, for the same reason as `TokenKind`.
+#[derive(JsonSchema, Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WorkloadKind {
+    Deployment,
+    StatefulSet,
 }
 
 /// A map of at most 32 labels, each value at most 63 characters: bounded so that the API server
@@ -341,6 +372,10 @@ pub struct SlackOAuthGrantStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token: Option<TokenStatus>,
 
+    /// The rolling restart of `spec.secret.rolloutRestart` for the current token, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<RolloutStatus>,
+
     /// An approval being exchanged for a token right now. Recorded before the code is exchanged,
     /// so that if the operator stops before the token is stored or revoked, the next one knows
     /// and says so (reason `ExchangeInterrupted`).
@@ -364,6 +399,32 @@ pub struct TokenStatus {
     /// When the token was last refreshed (Slack token rotation only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub refreshed_at: Option<Time>,
+}
+
+/// Where the restart of the workloads for a token stands.
+#[derive(JsonSchema, Deserialize, Serialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct RolloutStatus {
+    /// The token revision the workloads were restarted for.
+    pub revision: u64,
+    /// When every listed workload had rolled out with that revision; unset until then.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<Time>,
+    /// Each listed workload.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub targets: Vec<RolloutTargetStatus>,
+}
+
+/// One workload's restart.
+#[derive(JsonSchema, Deserialize, Serialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct RolloutTargetStatus {
+    pub kind: WorkloadKind,
+    pub name: String,
+    /// `Restarting`, `RolledOut`, `NotOptedIn` (it lacks the opt-in annotation, so it is never
+    /// touched), `NotFound`, or `Forbidden` (the operator may not read or patch it: install the
+    /// chart with `rolloutRestart.enabled: true`).
+    pub state: String,
 }
 
 /// An exchange in flight. Holds no secret values.
@@ -577,6 +638,10 @@ pub mod reasons {
     pub const ADOPTION_REFUSED: &str = "AdoptionRefused";
     /// `spec.secret.adopt`: Slack could not be asked about the token yet; the operator retries.
     pub const ADOPTION_PENDING: &str = "AdoptionPending";
+    /// Event: a listed workload was restarted for a new token.
+    pub const ROLLOUT_RESTARTED: &str = "RolloutRestarted";
+    /// Event: a listed workload lacks the opt-in annotation, or cannot be read or patched.
+    pub const ROLLOUT_SKIPPED: &str = "RolloutSkipped";
     /// Event: the token in an existing Secret was adopted.
     pub const ADOPTED: &str = "Adopted";
     /// `TeamPinned`: `spec.teamID` is set.
@@ -608,7 +673,11 @@ pub mod annotations {
     /// What Slack reported at approval (JSON of `InstallationStatus`); no secret values. Read
     /// only on upgrade, like [`GRANT_GENERATION`].
     pub const INSTALLATION: &str = "slack-oauth-operator.io/installation";
-    /// The revision of the token in a token Secret (see `status.token.revision`).
+    /// On a Deployment or StatefulSet: the grants (comma-separated names) that may restart it
+    /// when their token changes (`spec.secret.rolloutRestart`).
+    pub const RESTART_ON_TOKEN_CHANGE: &str = "slack-oauth-operator.io/restart-on-token-change";
+    /// The revision of the token in a token Secret (see `status.token.revision`), and on the pod
+    /// template of a workload restarted for it.
     pub const TOKEN_REVISION: &str = "slack-oauth-operator.io/token-revision";
     /// On a grant: setting it to a new value asks for a new approval. The current token stays
     /// in place, and `Ready` stays `True`, until the new approval replaces it.
@@ -639,6 +708,7 @@ mod tests {
                 labels: BTreeMap::new(),
                 annotations: BTreeMap::new(),
                 adopt: false,
+                rollout_restart: Vec::new(),
             },
             deletion_policy: DeletionPolicy::Revoke,
         }

@@ -587,6 +587,7 @@ mod tests {
                         "for PingFederate".to_owned(),
                     )]),
                     adopt: false,
+                    rollout_restart: Vec::new(),
                 },
                 ..spec()
             },

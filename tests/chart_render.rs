@@ -724,3 +724,40 @@ fn rbac_grants_the_documented_rules_in_the_watched_namespaces_and_cluster_wide_o
         }
     }
 }
+
+/// `rolloutRestart.enabled` adds get and patch on workloads to the grant rules, in each watched
+/// namespace and cluster-wide alike, and nothing else; off (the default), no rule names them.
+#[test]
+fn rollout_restart_rbac_is_added_only_when_enabled() {
+    let release = "rollout";
+    let fullname = "rollout-slack-oauth-operator";
+    let workloads = json!({
+        "apiGroups": ["apps"],
+        "resources": ["deployments", "statefulsets"],
+        "verbs": ["get", "patch"],
+    });
+    let mut with_workloads = grant_rules();
+    with_workloads
+        .as_array_mut()
+        .expect("rules")
+        .push(workloads);
+    let off = render(release, release, &[]);
+    assert_eq!(
+        rendered_object(&off, &format!("Role {release}/{fullname}"))["rules"],
+        grant_rules()
+    );
+    let on = render(release, release, &set(&["rolloutRestart.enabled=true"]));
+    assert_eq!(
+        rendered_object(&on, &format!("Role {release}/{fullname}"))["rules"],
+        with_workloads
+    );
+    let wide = render(
+        release,
+        release,
+        &set(&["rolloutRestart.enabled=true", "clusterWide=true"]),
+    );
+    assert_eq!(
+        rendered_object(&wide, &format!("ClusterRole /{release}:{fullname}"))["rules"],
+        with_workloads
+    );
+}

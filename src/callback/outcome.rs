@@ -283,7 +283,7 @@ pub fn stored(team: &str, secret: &str) -> Page {
     Page::success(
         "Slack authorization complete",
         format!("The token approved by {team} is stored in Secret {secret}."),
-        "Nothing: you can close this page. The workload reading the Secret picks up the token.",
+        "Nothing: you can close this page. A workload that mounts the Secret as a file sees the token at once; one that loads it as environment variables (envFrom, as PingFederate's chart does) gets it when its pods restart, which the operator does for the workloads the grant lists in spec.secret.rolloutRestart.",
     )
 }
 

@@ -10,6 +10,7 @@
 
 mod checks;
 mod plan;
+mod rollout;
 mod tokens;
 
 use std::{sync::Arc, time::Duration};
@@ -265,6 +266,12 @@ async fn reconcile_live(
         }
         _ => TokenCheck::Unchecked,
     };
+    let (rollout, rollout_next) = match &kept.held {
+        Some(held) if kept.token_secret == TokenSecret::Managed => {
+            rollout::follow(grant, namespace, held.record.revision, context).await
+        }
+        _ => (None, None),
+    };
     let held = kept.held.as_ref().map(|held| Held {
         installation: held.record.installation.clone(),
         token: held.record.status(),
@@ -279,6 +286,7 @@ async fn reconcile_live(
         token_secret: kept.token_secret,
         adoption: kept.adoption,
         held,
+        rollout,
         token_check,
         now: Timestamp::now(),
         require_team_id: config.require_team_id,
@@ -308,7 +316,7 @@ async fn reconcile_live(
         .is_some()
         .then(|| context.checks.until_next(&uid, tokio::time::Instant::now()))
         .flatten();
-    let next = [plan.requeue_after, next_check, kept.next]
+    let next = [plan.requeue_after, next_check, kept.next, rollout_next]
         .into_iter()
         .flatten()
         .min();

@@ -12,7 +12,7 @@ use kube::ResourceExt;
 
 use crate::{
     api::{
-        ExchangeStatus, Installation, InstallationStatus, Phase, SlackOAuthGrant,
+        ExchangeStatus, Installation, InstallationStatus, Phase, RolloutStatus, SlackOAuthGrant,
         SlackOAuthGrantStatus, TokenStatus, conditions, labels, reasons,
     },
     authorization::{state_of, team_label},
@@ -93,6 +93,8 @@ pub struct Inputs<'a> {
     pub adoption: Adoption,
     /// The grant's token record, if it has one.
     pub held: Option<Held>,
+    /// The restart of `spec.secret.rolloutRestart` for the current token.
+    pub rollout: Option<RolloutStatus>,
     /// What the last `auth.test` of the token in the Secret said.
     pub token_check: TokenCheck,
     pub now: Timestamp,
@@ -221,6 +223,7 @@ pub fn plan(inputs: &Inputs<'_>) -> Plan {
         status: SlackOAuthGrantStatus {
             observed_generation: Some(seen.generation),
             installation: seen.current.installation.clone(),
+            rollout: inputs.rollout.clone(),
             ..SlackOAuthGrantStatus::default()
         },
         link: Link::None,
@@ -790,6 +793,7 @@ mod tests {
             token_secret,
             adoption: Adoption::NotAsked,
             held: None,
+            rollout: None,
             token_check: TokenCheck::Unchecked,
             now: now(),
             require_team_id: false,
@@ -804,6 +808,7 @@ mod tests {
             token_secret: TokenSecret::Managed,
             adoption: Adoption::NotAsked,
             held: Some(held),
+            rollout: None,
             token_check: TokenCheck::Unchecked,
             now: now(),
             require_team_id: false,
@@ -1026,6 +1031,7 @@ mod tests {
                 token_secret: TokenSecret::Foreign,
                 adoption,
                 held: None,
+                rollout: None,
                 token_check: TokenCheck::Unchecked,
                 now: now(),
                 require_team_id: false,
@@ -1255,6 +1261,7 @@ mod tests {
             token_secret: TokenSecret::Absent,
             adoption: Adoption::NotAsked,
             held: None,
+            rollout: None,
             token_check: TokenCheck::Unchecked,
             now: now(),
             require_team_id,
@@ -1272,6 +1279,7 @@ mod tests {
             token_secret: TokenSecret::Managed,
             adoption: Adoption::NotAsked,
             held: Some(token.clone()),
+            rollout: None,
             token_check: TokenCheck::Revoked,
             now: now(),
             require_team_id: false,

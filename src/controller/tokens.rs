@@ -132,7 +132,13 @@ pub async fn keep(
 
     let (token_secret, restored) = project(grant, context, managed, &current, refreshed).await?;
     if token_secret == TokenSecret::Managed {
-        let (fresh, retry) = retire(context, current, now).await;
+        // A finished restart of the listed workloads means the consumers switched.
+        let switched = grant
+            .status
+            .as_ref()
+            .and_then(|s| s.rollout.as_ref())
+            .is_some_and(|r| r.revision == current.record.revision && r.finished_at.is_some());
+        let (fresh, retry) = retire(context, current, now, switched).await;
         current = fresh;
         next = sooner(next, retry);
     }
@@ -407,10 +413,24 @@ async fn revoke_unrecorded(context: &Context, token: &SecretString) {
     }
 }
 
-/// Revokes the replaced tokens whose grace has passed (the consumer Secret holds the new one),
-/// and forgets them. Returns the record as it is now, and when to try again if Slack failed.
-async fn retire(context: &Context, held: Held, now: Timestamp) -> (Held, Option<Duration>) {
-    let due = held.record.retired_due(now);
+/// Revokes the replaced tokens whose grace has passed, or all of them once the consumers have
+/// switched (`switched`: the listed workloads rolled out with the current token), and forgets
+/// them. The consumer Secret holds the new token by then. Returns the record as it is now, and when to try again if Slack failed.
+async fn retire(
+    context: &Context,
+    held: Held,
+    now: Timestamp,
+    switched: bool,
+) -> (Held, Option<Duration>) {
+    let due = if switched {
+        held.record
+            .retired
+            .iter()
+            .map(|r| r.token.clone())
+            .collect()
+    } else {
+        held.record.retired_due(now)
+    };
     if due.is_empty() {
         return (held, None);
     }

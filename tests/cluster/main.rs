@@ -15,6 +15,7 @@ mod opt_in;
 mod outage;
 mod outage_cost;
 mod refusals;
+mod rollout;
 mod scenario;
 mod validation;
 // Shared by several test binaries, each of which uses only part of it.

@@ -84,4 +84,12 @@ Nothing here is needed anywhere else. */}}
 - apiGroups: ["events.k8s.io"]
   resources: ["events"]
   verbs: ["create", "patch"]
+{{- if .Values.rolloutRestart.enabled }}
+# rolloutRestart.enabled: restart the workloads a grant lists in spec.secret.rolloutRestart. get:
+# read one by name (its opt-in annotation, which the code checks, and its rollout status); patch:
+# set one pod-template annotation. No list or watch, no create or delete.
+- apiGroups: ["apps"]
+  resources: ["deployments", "statefulsets"]
+  verbs: ["get", "patch"]
+{{- end }}
 {{- end -}}
