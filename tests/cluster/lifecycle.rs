@@ -493,3 +493,94 @@ async fn an_invalid_pasted_token_is_refused_and_a_secret_that_did_not_opt_in_is_
         "Slack was not asked about a Secret that did not opt in"
     );
 }
+
+#[tokio::test]
+#[ignore = "needs the local control plane: run `make test`"]
+async fn a_token_secret_from_before_records_moves_under_one_and_loses_its_refresh_token_on_upgrade()
+{
+    let s = Scenario::start("upgrade").await;
+    rotate(&s, Duration::from_secs(3600));
+    s.create_client_secret().await;
+    s.apply_grant("scim", json!({ "teamID": "T0ACME" })).await;
+    let link = s.link("scim").await;
+    // A token approved by hand, stored the way versions before the record did: the refresh
+    // token and expiry next to it, the approval in annotations.
+    let back = s.decide(&link, slack_emulator::Decision::Allow).await;
+    let code = url::Url::parse(&back)
+        .expect("redirect")
+        .query_pairs()
+        .find(|(k, _)| k == "code")
+        .map(|(_, v)| v.into_owned())
+        .expect("code");
+    let answer: serde_json::Value = s
+        .http
+        .post(format!(
+            "{}/oauth.v2.access",
+            s.slack.api_url().trim_end_matches('/')
+        ))
+        .basic_auth(&s.slack.client_id, Some(&s.slack.client_secret))
+        .form(&[
+            ("code", code.as_str()),
+            ("redirect_uri", &s.slack.redirect_uri),
+        ])
+        .send()
+        .await
+        .expect("exchange")
+        .json()
+        .await
+        .expect("json");
+    let user = &answer["authed_user"];
+    let token = user["access_token"].as_str().expect("token").to_owned();
+    let grant = s.grants.get("scim").await.expect("grant");
+    // Approved just now, expiring in an hour: not due for a refresh during the test.
+    let now = k8s_openapi::jiff::Timestamp::now();
+    let expires = now + k8s_openapi::jiff::SignedDuration::from_secs(3600);
+    let installation = json!({ "teamID": "T0ACME", "teamName": "Acme", "authorizedUserID": user["id"],
+        "scopes": ["admin"], "tokenType": "User", "authorizedAt": now.to_string() });
+    let legacy: Secret = serde_json::from_value(json!({
+        "metadata": {
+            "name": scenario_secret(),
+            "labels": { "app.kubernetes.io/managed-by": "slack-oauth-operator" },
+            "annotations": {
+                "slack-oauth-operator.io/grant": "scim",
+                "slack-oauth-operator.io/grant-generation": grant.metadata.generation.expect("generation").to_string(),
+                "slack-oauth-operator.io/installation": installation.to_string(),
+            },
+            "ownerReferences": [{
+                "apiVersion": "slack-oauth-operator.io/v1alpha1", "kind": "SlackOAuthGrant",
+                "name": "scim", "uid": grant.metadata.uid.clone().expect("uid"), "controller": true
+            }]
+        },
+        "stringData": {
+            KEY: token,
+            "SLACK_ACCESS_TOKEN_REFRESH_TOKEN": user["refresh_token"].as_str().expect("refresh"),
+            "SLACK_ACCESS_TOKEN_EXPIRES_AT": expires.to_string(),
+        }
+    }))
+    .expect("secret");
+    s.secrets
+        .create(&Default::default(), &legacy)
+        .await
+        .expect("create the old-style Secret");
+
+    s.wait_ready("scim").await;
+    let started = Instant::now();
+    loop {
+        let secret = s.token_secret().await.expect("the Secret");
+        if keys(&secret) == vec![KEY.to_owned()] {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the refresh token stayed in the consumer Secret: {:?}",
+            keys(&secret)
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(s.stored_token(KEY).await.as_deref(), Some(token.as_str()));
+    let record = format!("slack-oauth-record-{}", grant.metadata.uid.expect("uid"));
+    assert!(
+        s.secrets.get_opt(&record).await.expect("read").is_some(),
+        "the refresh token moved to the operator's record"
+    );
+}
