@@ -47,6 +47,7 @@ const ANNOTATION_KEYS_MESSAGE: &str = "every key must be a Kubernetes annotation
 const LABEL_VALUES_RULE: &str =
     "self.all(k, self[k].matches('^([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?$'))";
 const LABEL_VALUES_MESSAGE: &str = "every value must be a Kubernetes label value: at most 63 letters, digits, '-', '_' or '.', starting and ending with a letter or digit";
+const ADMIN_URL_RULE: &str = "self.startsWith('https://') || self.matches('^http://(127[.]0[.]0[.]1|localhost|\\\\[::1\\\\])(:[0-9]+)?(/.*)?$')";
 const RESERVED_KEYS_RULE: &str =
     "self.all(k, !k.startsWith('slack-oauth-operator.io/') && k != 'app.kubernetes.io/managed-by')";
 const RESERVED_KEYS_MESSAGE: &str =
@@ -92,6 +93,12 @@ const RESERVED_KEYS_MESSAGE: &str =
         json_path = ".status.installation.enterpriseName"
     ),
     printcolumn(name = "Secret", type_ = "string", json_path = ".spec.secret.name"),
+    printcolumn(
+        name = "PingFederate",
+        type_ = "string",
+        priority = 1,
+        json_path = ".status.conditions[?(@.type==\"PingFederateSynced\")].status"
+    ),
     printcolumn(
         name = "Age",
         type_ = "date",
@@ -167,6 +174,107 @@ pub struct SlackOAuthGrantSpec {
     /// the grant.
     #[serde(default)]
     pub deletion_policy: DeletionPolicy,
+
+    /// Push each new token (approval, re-authorization, adoption, refresh) into PingFederate's
+    /// SP connection through its admin API, so that PingFederate's Slack provisioner uses it
+    /// without a restart. The Secret is written first; a push that fails never holds it back.
+    #[serde(
+        rename = "pingFederate",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub ping_federate: Option<PingFederateSpec>,
+}
+
+/// Where and how to push the token into PingFederate.
+#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("[has(self.connection.id), has(self.connection.name), has(self.connection.entityID)].filter(x, x).size() == 1")
+    .message("connection: set exactly one of id, name and entityID")
+    .field_path(".connection"))]
+pub struct PingFederateSpec {
+    /// The admin API's base URL, `https://<host>:9999/pf-admin-api/v1`. Must be https (plain
+    /// http only to a loopback address).
+    #[serde(rename = "adminAPIURL")]
+    #[x_kube(validation = Rule::new(ADMIN_URL_RULE).message("must be an https:// URL such as https://pingfederate-admin:9999/pf-admin-api/v1 (http only for 127.0.0.1, localhost or [::1])"))]
+    #[schemars(length(min = 9, max = 2048))]
+    pub admin_api_url: String,
+
+    /// The Secret, in the grant's namespace, with a native PingFederate admin account (HTTP
+    /// Basic). It must opt in like the client Secret (label
+    /// `slack-oauth-operator.io/shared-with-grants=true`), and must also name the admin API it
+    /// may be sent to, in the annotation `slack-oauth-operator.io/pingfederate-admin-api-url`
+    /// (equal to `adminAPIURL`): so a grant's author cannot send the password, or the token, to a
+    /// host of their choosing.
+    pub credentials_secret_ref: PingFederateCredentialsRef,
+
+    /// The SP connection whose outbound provisioning uses the token.
+    pub connection: ConnectionSelector,
+
+    /// The name of the token's entry in the connection's `outboundProvision.targetSettings`.
+    /// Find it with `GET /idp/spConnections/{id}` on a connection configured once by hand;
+    /// when it is wrong, the grant's status names the fields the connection has.
+    #[schemars(length(min = 1, max = 256))]
+    pub token_field: String,
+
+    /// PEM certificates to trust for the admin API's certificate (besides the usual roots).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 65536))]
+    pub ca_bundle: Option<String>,
+
+    /// POST `/cluster/replicate` after each change: for clusters where "Replicate Connections
+    /// when saved" is off.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub replicate: bool,
+
+    /// Send `X-BypassExternalValidation: true`, so that PingFederate saves the connection
+    /// without calling Slack to check the token first.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub bypass_external_validation: bool,
+}
+
+/// The PingFederate admin credentials.
+#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct PingFederateCredentialsRef {
+    /// Name of the Secret, in the grant's namespace.
+    #[x_kube(validation = Rule::new(SECRET_NAME_RULE).message(SECRET_NAME_MESSAGE))]
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+    /// Key of the user name. Defaults to `username`.
+    #[serde(default = "default_username_key")]
+    #[x_kube(validation = Rule::new(SECRET_KEY_RULE).message(SECRET_KEY_MESSAGE))]
+    #[schemars(length(min = 1, max = 253))]
+    pub username_key: String,
+    /// Key of the password. Defaults to `password`.
+    #[serde(default = "default_password_key")]
+    #[x_kube(validation = Rule::new(SECRET_KEY_RULE).message(SECRET_KEY_MESSAGE))]
+    #[schemars(length(min = 1, max = 253))]
+    pub password_key: String,
+}
+
+/// An SP connection, by one of its identifiers. A name or entity ID is looked up once and the
+/// ID recorded in `status.pingFederate.connectionID`.
+#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ConnectionSelector {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 128))]
+    pub id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 256))]
+    pub name: Option<String>,
+    #[serde(rename = "entityID", default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 1024))]
+    pub entity_id: Option<String>,
+}
+
+fn default_username_key() -> String {
+    "username".to_owned()
+}
+
+fn default_password_key() -> String {
+    "password".to_owned()
 }
 
 /// Where to find the Slack app's Client Secret.
@@ -372,6 +480,14 @@ pub struct SlackOAuthGrantStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token: Option<TokenStatus>,
 
+    /// The last push of the token into PingFederate (`spec.pingFederate`).
+    #[serde(
+        rename = "pingFederate",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub ping_federate: Option<PingFederateStatus>,
+
     /// The rolling restart of `spec.secret.rolloutRestart` for the current token, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rollout: Option<RolloutStatus>,
@@ -399,6 +515,32 @@ pub struct TokenStatus {
     /// When the token was last refreshed (Slack token rotation only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub refreshed_at: Option<Time>,
+}
+
+/// What PingFederate holds. No secret values.
+#[derive(JsonSchema, Deserialize, Serialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct PingFederateStatus {
+    /// The SP connection's ID, as looked up.
+    #[serde(
+        rename = "connectionID",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub connection_id: Option<String>,
+    /// The revision of the token (`status.token.revision`) last pushed successfully.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub synced_revision: Option<u64>,
+    /// When that push landed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub synced_at: Option<Time>,
+    /// The reason of the last failed push, if the last push failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+    /// A failure that only a change can fix (of the grant, or of the credentials Secret) is not
+    /// retried; this says which versions it was about.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blocked_on: Option<String>,
 }
 
 /// Where the restart of the workloads for a token stands.
@@ -520,6 +662,9 @@ pub mod conditions {
     /// (its reason says why: a first approval, a spec change, a re-authorization, a refused
     /// token), also while `Ready` stays `True` because a working token is still in place.
     pub const AUTHORIZATION_PENDING: &str = "AuthorizationPending";
+    /// Whether the token in the Secret is also in PingFederate's SP connection
+    /// (`spec.pingFederate`).
+    pub const PINGFEDERATE_SYNCED: &str = "PingFederateSynced";
     /// Present once the operator has rewritten the Secret from its own record, after the Secret
     /// was deleted or its token edited by hand.
     pub const SECRET_RESTORED: &str = "SecretRestored";
@@ -644,6 +789,23 @@ pub mod reasons {
     pub const ROLLOUT_SKIPPED: &str = "RolloutSkipped";
     /// Event: the token in an existing Secret was adopted.
     pub const ADOPTED: &str = "Adopted";
+    /// `PingFederateSynced`: the token in the Secret is in PingFederate's SP connection.
+    pub const PINGFEDERATE_SYNCED: &str = "Synced";
+    /// `PingFederateSynced`: PingFederate refused the admin credentials (401 or 403).
+    pub const PINGFEDERATE_UNAUTHORIZED: &str = "Unauthorized";
+    /// `PingFederateSynced`: the connection has no target setting named `tokenField`.
+    pub const PINGFEDERATE_FIELD_NOT_FOUND: &str = "TokenFieldNotFound";
+    /// `PingFederateSynced`: the SP connection does not exist (or its name is ambiguous).
+    pub const PINGFEDERATE_CONNECTION_NOT_FOUND: &str = "ConnectionNotFound";
+    /// `PingFederateSynced`: PingFederate refused the changed connection (400 or 422).
+    pub const PINGFEDERATE_REJECTED: &str = "Rejected";
+    /// `PingFederateSynced`: PingFederate could not be reached, or failed; retried.
+    pub const PINGFEDERATE_UNAVAILABLE: &str = "Unavailable";
+    /// `PingFederateSynced`: the credentials Secret is missing, not shared with the grant, or
+    /// does not name this admin API URL.
+    pub const PINGFEDERATE_CREDENTIALS_REFUSED: &str = "CredentialsNotShared";
+    /// `PingFederateSynced`: no token to push yet.
+    pub const PINGFEDERATE_WAITING: &str = "WaitingForToken";
     /// `TeamPinned`: `spec.teamID` is set.
     pub const TEAM_ID_SET: &str = "TeamIDSet";
     /// `TeamPinned`: `spec.teamID` is not set; any workspace the approver owns may be chosen.
@@ -682,6 +844,9 @@ pub mod annotations {
     /// On a grant: setting it to a new value asks for a new approval. The current token stays
     /// in place, and `Ready` stays `True`, until the new approval replaces it.
     pub const REAUTHORIZE: &str = "slack-oauth-operator.io/reauthorize";
+    /// On a PingFederate credentials Secret: the admin API base URL it may be sent to.
+    pub const PINGFEDERATE_ADMIN_API_URL: &str =
+        "slack-oauth-operator.io/pingfederate-admin-api-url";
     /// Narrows [`super::labels::SHARED_WITH_GRANTS`] to these grant names (comma-separated).
     pub const ALLOWED_GRANTS: &str = "slack-oauth-operator.io/allowed-grants";
 }
@@ -711,6 +876,7 @@ mod tests {
                 rollout_restart: Vec::new(),
             },
             deletion_policy: DeletionPolicy::Revoke,
+            ping_federate: None,
         }
     }
 

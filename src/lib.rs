@@ -13,6 +13,7 @@ pub mod controller;
 pub mod crdgen;
 pub mod events;
 pub mod metrics;
+pub mod pingfederate;
 pub mod record;
 pub mod retry;
 pub mod run;

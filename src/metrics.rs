@@ -82,6 +82,9 @@ pub struct Metrics {
     /// Refreshes of rotating tokens, by outcome: `refreshed`, `refused` (a new approval is
     /// needed) or `unavailable` (Slack could not answer; retried).
     pub token_refreshes: Family<OutcomeLabels, Counter>,
+    /// Pushes of tokens into PingFederate, by outcome: `synced`, `refused` (waits for a change)
+    /// or `unavailable` (retried).
+    pub pingfederate_pushes: Family<OutcomeLabels, Counter>,
     /// Per grant: 1 while `Ready` is `True`.
     pub grant_ready: Family<GrantLabels, Gauge>,
     /// Per grant: Unix time the token in the Secret expires (rotating tokens only).
@@ -137,6 +140,12 @@ impl Default for Metrics {
             "Refreshes of rotating tokens, by outcome",
             token_refreshes.clone(),
         );
+        let pingfederate_pushes = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "pingfederate_pushes",
+            "Pushes of tokens into PingFederate's SP connection, by outcome",
+            pingfederate_pushes.clone(),
+        );
         let grant_ready = Family::<GrantLabels, Gauge>::default();
         registry.register(
             "grant_ready",
@@ -178,6 +187,7 @@ impl Default for Metrics {
             token_checks,
             last_token_check,
             token_refreshes,
+            pingfederate_pushes,
             grant_ready,
             grant_token_expiry,
             grant_last_check,
@@ -214,6 +224,14 @@ impl Metrics {
 
     pub fn count_refresh(&self, outcome: &str) {
         self.token_refreshes
+            .get_or_create(&OutcomeLabels {
+                outcome: outcome.to_owned(),
+            })
+            .inc();
+    }
+
+    pub fn count_push(&self, outcome: &str) {
+        self.pingfederate_pushes
             .get_or_create(&OutcomeLabels {
                 outcome: outcome.to_owned(),
             })

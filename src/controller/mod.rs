@@ -10,6 +10,7 @@
 
 mod checks;
 mod plan;
+mod push;
 mod rollout;
 mod tokens;
 
@@ -37,6 +38,7 @@ pub use self::plan::{
     Adoption, ClientSecret, EXCHANGE_ORPHANED_AFTER, EXCHANGE_RENEW_EVERY, Held, Inputs, Link,
     Plan, TokenSecret, plan,
 };
+pub use self::push::Synced;
 use crate::{
     api::{DeletionPolicy, FINALIZER, SlackOAuthGrant, labels, reasons},
     authorization::{self, manages, shared_with, token_in},
@@ -193,12 +195,17 @@ async fn run_in(deps: Deps, namespace: Option<&str>, shutdown: CancellationToken
                 grant.spec.secret.name == name
             })
         })
-        // A shared Secret wakes the grants that use it as their client Secret, and those that
-        // would adopt its token.
+        // A shared Secret wakes the grants that use it: as their client Secret, as the token
+        // to adopt, or as PingFederate's credentials.
         .watches_stream(shared, move |secret| {
             grants_naming(&grant_store, &secret, |grant, name| {
-                grant.spec.client_secret_ref.name == name
-                    || (grant.spec.secret.adopt && grant.spec.secret.name == name)
+                let spec = &grant.spec;
+                spec.client_secret_ref.name == name
+                    || (spec.secret.adopt && spec.secret.name == name)
+                    || spec
+                        .ping_federate
+                        .as_ref()
+                        .is_some_and(|pf| pf.credentials_secret_ref.name == name)
             })
         })
         .trigger_backoff(Backoff::watch())
@@ -272,6 +279,9 @@ async fn reconcile_live(
         }
         _ => (None, None),
     };
+    let managed = kept.token_secret == TokenSecret::Managed;
+    let record = kept.held.as_ref().filter(|_| managed).map(|h| &h.record);
+    let (ping_federate, push_next) = push::sync(grant, namespace, record, context).await;
     let held = kept.held.as_ref().map(|held| Held {
         installation: held.record.installation.clone(),
         token: held.record.status(),
@@ -287,6 +297,7 @@ async fn reconcile_live(
         adoption: kept.adoption,
         held,
         rollout,
+        ping_federate,
         token_check,
         now: Timestamp::now(),
         require_team_id: config.require_team_id,
@@ -316,10 +327,16 @@ async fn reconcile_live(
         .is_some()
         .then(|| context.checks.until_next(&uid, tokio::time::Instant::now()))
         .flatten();
-    let next = [plan.requeue_after, next_check, kept.next, rollout_next]
-        .into_iter()
-        .flatten()
-        .min();
+    let next = [
+        plan.requeue_after,
+        next_check,
+        kept.next,
+        rollout_next,
+        push_next,
+    ]
+    .into_iter()
+    .flatten()
+    .min();
     Ok(next.map_or_else(Action::await_change, Action::requeue))
 }
 

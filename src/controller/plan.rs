@@ -17,7 +17,7 @@ use crate::{
     },
     authorization::{state_of, team_label},
     callback::state::AuthorizationState,
-    controller::checks::TokenCheck,
+    controller::{checks::TokenCheck, push::Synced},
     events::PlannedEvent,
     record::Pending,
 };
@@ -95,6 +95,8 @@ pub struct Inputs<'a> {
     pub held: Option<Held>,
     /// The restart of `spec.secret.rolloutRestart` for the current token.
     pub rollout: Option<RolloutStatus>,
+    /// Where PingFederate stands (`spec.pingFederate`).
+    pub ping_federate: Option<Synced>,
     /// What the last `auth.test` of the token in the Secret said.
     pub token_check: TokenCheck,
     pub now: Timestamp,
@@ -224,6 +226,7 @@ pub fn plan(inputs: &Inputs<'_>) -> Plan {
             observed_generation: Some(seen.generation),
             installation: seen.current.installation.clone(),
             rollout: inputs.rollout.clone(),
+            ping_federate: inputs.ping_federate.as_ref().map(|p| p.status.clone()),
             ..SlackOAuthGrantStatus::default()
         },
         link: Link::None,
@@ -614,7 +617,28 @@ fn conclude(seen: &Seen<'_>, plan: &mut Plan, verdict: Verdict, pending: Option<
         }
         None => seen.condition(conditions::SECRET_RESTORED).cloned(),
     };
-    plan.status.conditions = [Some(ready), Some(pending), Some(pinned), restored]
+    let synced = seen.inputs.ping_federate.as_ref().map(|synced| {
+        let previous = seen.condition(conditions::PINGFEDERATE_SYNCED);
+        let changed = previous.is_none_or(|p| p.reason != synced.reason);
+        if !synced.ok && changed && synced.reason != reasons::PINGFEDERATE_WAITING {
+            plan.events.push(PlannedEvent {
+                warning: true,
+                reason: synced.reason,
+                note: synced.message.clone(),
+            });
+        }
+        let mut condition = conditions::ready(
+            previous,
+            synced.ok,
+            synced.reason,
+            synced.message.clone(),
+            seen.generation,
+            now,
+        );
+        condition.type_ = conditions::PINGFEDERATE_SYNCED.to_owned();
+        condition
+    });
+    plan.status.conditions = [Some(ready), Some(pending), Some(pinned), synced, restored]
         .into_iter()
         .flatten()
         .collect();
@@ -794,6 +818,7 @@ mod tests {
             adoption: Adoption::NotAsked,
             held: None,
             rollout: None,
+            ping_federate: None,
             token_check: TokenCheck::Unchecked,
             now: now(),
             require_team_id: false,
@@ -809,6 +834,7 @@ mod tests {
             adoption: Adoption::NotAsked,
             held: Some(held),
             rollout: None,
+            ping_federate: None,
             token_check: TokenCheck::Unchecked,
             now: now(),
             require_team_id: false,
@@ -1032,6 +1058,7 @@ mod tests {
                 adoption,
                 held: None,
                 rollout: None,
+                ping_federate: None,
                 token_check: TokenCheck::Unchecked,
                 now: now(),
                 require_team_id: false,
@@ -1262,6 +1289,7 @@ mod tests {
             adoption: Adoption::NotAsked,
             held: None,
             rollout: None,
+            ping_federate: None,
             token_check: TokenCheck::Unchecked,
             now: now(),
             require_team_id,
@@ -1280,6 +1308,7 @@ mod tests {
             adoption: Adoption::NotAsked,
             held: Some(token.clone()),
             rollout: None,
+            ping_federate: None,
             token_check: TokenCheck::Revoked,
             now: now(),
             require_team_id: false,

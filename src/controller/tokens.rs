@@ -132,12 +132,7 @@ pub async fn keep(
 
     let (token_secret, restored) = project(grant, context, managed, &current, refreshed).await?;
     if token_secret == TokenSecret::Managed {
-        // A finished restart of the listed workloads means the consumers switched.
-        let switched = grant
-            .status
-            .as_ref()
-            .and_then(|s| s.rollout.as_ref())
-            .is_some_and(|r| r.revision == current.record.revision && r.finished_at.is_some());
+        let switched = consumers_switched(grant, current.record.revision);
         let (fresh, retry) = retire(context, current, now, switched).await;
         current = fresh;
         next = sooner(next, retry);
@@ -410,6 +405,27 @@ async fn revoke_unrecorded(context: &Context, token: &SecretString) {
             error = &error as &dyn std::error::Error,
             "failed to revoke a refreshed token that could not be recorded; it expires on its own"
         );
+    }
+}
+
+/// Whether every consumer the grant tells the operator about has switched to token `revision`:
+/// the listed workloads rolled out with it, and PingFederate holds it. False when it lists none
+/// (nothing reports back, so the grace applies).
+fn consumers_switched(grant: &SlackOAuthGrant, revision: u64) -> bool {
+    let status = grant.status.as_ref();
+    let rollout = (!grant.spec.secret.rollout_restart.is_empty()).then(|| {
+        status
+            .and_then(|s| s.rollout.as_ref())
+            .is_some_and(|r| r.revision == revision && r.finished_at.is_some())
+    });
+    let ping_federate = grant.spec.ping_federate.is_some().then(|| {
+        status
+            .and_then(|s| s.ping_federate.as_ref())
+            .is_some_and(|p| p.synced_revision == Some(revision) && p.last_error.is_none())
+    });
+    match (rollout, ping_federate) {
+        (None, None) => false,
+        (rollout, ping_federate) => rollout.unwrap_or(true) && ping_federate.unwrap_or(true),
     }
 }
 

@@ -373,7 +373,59 @@ fn refusals() -> Vec<Refusal> {
             field: "spec.installation",
             says: "Unsupported value",
         },
+        Refusal {
+            name: "pingfederate-over-http",
+            change: |s| {
+                s["pingFederate"] = ping_federate(
+                    "http://pingfederate-admin:9999/pf-admin-api/v1",
+                    json!({ "id": "slack" }),
+                )
+            },
+            field: "spec.pingFederate.adminAPIURL",
+            says: "must be an https:// URL",
+        },
+        Refusal {
+            name: "pingfederate-two-connections",
+            change: |s| {
+                s["pingFederate"] = ping_federate(
+                    "https://pingfederate-admin:9999/pf-admin-api/v1",
+                    json!({ "id": "slack", "name": "Slack" }),
+                )
+            },
+            field: "spec.pingFederate.connection",
+            says: "exactly one of id, name and entityID",
+        },
+        Refusal {
+            name: "pingfederate-no-token-field",
+            change: |s| {
+                let mut pf = ping_federate(
+                    "https://pingfederate-admin:9999/pf-admin-api/v1",
+                    json!({ "id": "slack" }),
+                );
+                pf.as_object_mut().expect("object").remove("tokenField");
+                s["pingFederate"] = pf;
+            },
+            field: "spec.pingFederate.tokenField",
+            says: "Required value",
+        },
+        Refusal {
+            name: "rollout-unknown-kind",
+            change: |s| {
+                s["secret"]["rolloutRestart"] = json!([{ "kind": "DaemonSet", "name": "pf" }])
+            },
+            field: "spec.secret.rolloutRestart[0].kind",
+            says: "Unsupported value",
+        },
     ]
+}
+
+fn ping_federate(url: &str, connection: Value) -> Value {
+    json!({
+        "adminAPIURL": url,
+        "credentialsSecretRef": { "name": "pingfederate-admin" },
+        "connection": connection,
+        "tokenField": "ACCESS_TOKEN"
+    })
 }
 
 #[tokio::test]

@@ -14,6 +14,7 @@ mod operator;
 mod opt_in;
 mod outage;
 mod outage_cost;
+mod pingfederate;
 mod refusals;
 mod rollout;
 mod scenario;
