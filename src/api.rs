@@ -665,6 +665,9 @@ pub mod conditions {
     /// Whether the token in the Secret is also in PingFederate's SP connection
     /// (`spec.pingFederate`).
     pub const PINGFEDERATE_SYNCED: &str = "PingFederateSynced";
+    /// Whether Slack's SCIM API accepts the grant's `admin` user token, as PingFederate's Slack
+    /// provisioner needs: asked after each new token and with the periodic check.
+    pub const PROVISIONING_READY: &str = "ProvisioningReady";
     /// Present once the operator has rewritten the Secret from its own record, after the Secret
     /// was deleted or its token edited by hand.
     pub const SECRET_RESTORED: &str = "SecretRestored";
@@ -806,6 +809,10 @@ pub mod reasons {
     pub const PINGFEDERATE_CREDENTIALS_REFUSED: &str = "CredentialsNotShared";
     /// `PingFederateSynced`: no token to push yet.
     pub const PINGFEDERATE_WAITING: &str = "WaitingForToken";
+    /// `ProvisioningReady`: SCIM accepts the token.
+    pub const SCIM_ACCEPTED: &str = "SCIMAccepted";
+    /// `ProvisioningReady`: SCIM refused the token.
+    pub const SCIM_REFUSED: &str = "SCIMRefused";
     /// `TeamPinned`: `spec.teamID` is set.
     pub const TEAM_ID_SET: &str = "TeamIDSet";
     /// `TeamPinned`: `spec.teamID` is not set; any workspace the approver owns may be chosen.

@@ -46,6 +46,15 @@ pub struct Flags {
     #[arg(long, env = "SLACK_API_URL", default_value = "https://slack.com/api")]
     pub slack_api_url: String,
 
+    /// Base URL of Slack's SCIM API (v2), which the operator asks whether a grant's `admin`
+    /// token can really drive provisioning (`GET <slack-scim-url>/Users?count=1`).
+    #[arg(
+        long,
+        env = "SLACK_SCIM_URL",
+        default_value = "https://api.slack.com/scim/v2"
+    )]
+    pub slack_scim_url: String,
+
     /// How long a published authorization link stays valid (for example `1h` or `30m`). When it
     /// expires the operator publishes a new one.
     #[arg(long, env = "AUTHORIZATION_TTL", default_value = "1h", value_parser = humantime::parse_duration)]
@@ -127,6 +136,7 @@ pub struct Config {
     pub authorize_url: Url,
     /// Base of Slack's Web API, always ending in `/`.
     pub slack_api_url: Url,
+    pub slack_scim_url: Url,
     pub authorization_ttl: Duration,
     /// Empty means every namespace.
     pub watch_namespaces: Vec<String>,
@@ -193,6 +203,8 @@ impl Flags {
         let authorize_url = join(&slack, "oauth/v2/authorize", "slack-url", &self.slack_url)?;
         let slack_api_url = parse_base_url("slack-api-url", &self.slack_api_url)?;
         require_https("slack-api-url", &slack_api_url, &self.slack_api_url)?;
+        let slack_scim_url = parse_base_url("slack-scim-url", &self.slack_scim_url)?;
+        require_https("slack-scim-url", &slack_scim_url, &self.slack_scim_url)?;
         if !crate::callback::state::is_dns_subdomain(&self.state_key_secret) {
             return Err(Error::InvalidStateKeySecret(self.state_key_secret));
         }
@@ -247,6 +259,7 @@ impl Flags {
             admin_addr: self.admin_addr,
             authorize_url,
             slack_api_url,
+            slack_scim_url,
             authorization_ttl: self.authorization_ttl,
         })
     }

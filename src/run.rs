@@ -93,7 +93,8 @@ pub async fn run(
     let recorder = events::recorder(client.clone());
     let slack = Arc::new(
         SlackClient::new(config.slack_api_url.clone(), ClientOptions::default())
-            .map_err(Error::SlackClient)?,
+            .map_err(Error::SlackClient)?
+            .with_scim_url(config.slack_scim_url.clone()),
     );
     let callback = callback_of(
         kube_config,

@@ -91,6 +91,14 @@ impl SlackApi for FakeSlack {
         unreachable!("the callback never refreshes tokens")
     }
 
+    async fn scim_probe(
+        &self,
+        _: &SecretString,
+        _: tokio::time::Instant,
+    ) -> Result<crate::slack::Provisioning, SlackError> {
+        unreachable!("the callback never probes SCIM")
+    }
+
     async fn check(
         &self,
         _: &SecretString,

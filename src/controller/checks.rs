@@ -14,7 +14,7 @@ use tokio::time::Instant;
 
 use crate::{
     api::{InstallationStatus, TokenKind},
-    slack::{SlackError, TokenIdentity, is_dead_token},
+    slack::{Provisioning, SlackError, TokenIdentity, is_dead_token},
 };
 
 /// The first check of a token this process has not seen yet falls within this long.
@@ -40,6 +40,8 @@ struct Entry {
     fingerprint: [u8; 32],
     next_due: Instant,
     verdict: TokenCheck,
+    /// What SCIM last said about the token, for grants whose token drives SCIM.
+    provisioning: Option<Provisioning>,
 }
 
 /// The schedule and verdicts of every token this controller checks.
@@ -110,11 +112,13 @@ impl Checks {
             fingerprint: print,
             next_due: first_due,
             verdict: TokenCheck::Unchecked,
+            provisioning: None,
         });
         if entry.fingerprint != print {
             // A new token (a new approval): its verdict starts over.
             entry.fingerprint = print;
             entry.verdict = TokenCheck::Unchecked;
+            entry.provisioning = None;
             entry.next_due = first_due;
         }
         let wait = entry.next_due.saturating_duration_since(now);
@@ -145,6 +149,23 @@ impl Checks {
                     .max(RETRY_AFTER_FAILURE);
                 entry.next_due = now + jittered(wait.min(self.interval));
             }
+        }
+    }
+
+    /// Whether a token issued at `issued_at` was issued while this controller ran (so it is
+    /// new, not one every grant has after a restart).
+    pub fn issued_since_start(&self, issued_at: k8s_openapi::jiff::Timestamp) -> bool {
+        issued_at > self.started
+    }
+
+    /// What SCIM last said about grant `uid`'s current token.
+    pub fn provisioning(&self, uid: &str) -> Option<Provisioning> {
+        self.entries().get(uid).and_then(|e| e.provisioning.clone())
+    }
+
+    pub fn record_provisioning(&self, uid: &str, provisioning: Provisioning) {
+        if let Some(entry) = self.entries().get_mut(uid) {
+            entry.provisioning = Some(provisioning);
         }
     }
 

@@ -280,6 +280,14 @@ async fn reconcile_live(
         _ => (None, None),
     };
     let managed = kept.token_secret == TokenSecret::Managed;
+    let provisioning = match &kept.held {
+        Some(held)
+            if managed && matches!(token_check, TokenCheck::Valid | TokenCheck::Unchecked) =>
+        {
+            provisioning(grant, &held.record, context).await
+        }
+        _ => None,
+    };
     let record = kept.held.as_ref().filter(|_| managed).map(|h| &h.record);
     let (ping_federate, push_next) = push::sync(grant, namespace, record, context).await;
     let held = kept.held.as_ref().map(|held| Held {
@@ -298,6 +306,7 @@ async fn reconcile_live(
         held,
         rollout,
         ping_federate,
+        provisioning,
         token_check,
         now: Timestamp::now(),
         require_team_id: config.require_team_id,
@@ -388,7 +397,52 @@ async fn check_token(
     context
         .checks
         .record(&uid, checked, retry_after, tokio::time::Instant::now());
+    if checked == Some(TokenCheck::Valid) && needs_scim(grant) {
+        probe_scim(&uid, token, context).await;
+    }
     checked.unwrap_or(verdict)
+}
+
+/// Whether the grant's token is one PingFederate's Slack provisioner drives SCIM with: a user
+/// token with the `admin` scope.
+fn needs_scim(grant: &SlackOAuthGrant) -> bool {
+    let spec = &grant.spec;
+    spec.effective_token() == crate::api::TokenKind::User
+        && spec
+            .user_scopes
+            .iter()
+            .any(|s| s == crate::api::DEFAULT_USER_SCOPE)
+}
+
+/// Asks SCIM whether the token can drive provisioning. Slack being unreachable changes nothing.
+async fn probe_scim(uid: &str, token: &SecretString, context: &Context) {
+    let deadline = tokio::time::Instant::now() + CHECK_TIMEOUT;
+    match context.slack.scim_probe(token, deadline).await {
+        Ok(answer) => context.checks.record_provisioning(uid, answer),
+        Err(error) => warn!(
+            error = &error as &dyn std::error::Error,
+            "failed to ask Slack's SCIM API about the token; the grant is unchanged"
+        ),
+    }
+}
+
+/// SCIM's verdict on the grant's token: asked at once about a token issued while this
+/// controller runs (an approval, a refresh), else with each periodic check.
+async fn provisioning(
+    grant: &SlackOAuthGrant,
+    record: &crate::record::TokenRecord,
+    context: &Context,
+) -> Option<crate::slack::Provisioning> {
+    if !needs_scim(grant) {
+        return None;
+    }
+    let uid = grant.uid().unwrap_or_default();
+    if context.checks.provisioning(&uid).is_none()
+        && context.checks.issued_since_start(record.issued_at)
+    {
+        probe_scim(&uid, &record.access_token, context).await;
+    }
+    context.checks.provisioning(&uid)
 }
 
 /// The grant is being deleted: revoke its token (`Revoke`) or release its Secret (`Retain`)

@@ -20,6 +20,7 @@ use crate::{
     controller::{checks::TokenCheck, push::Synced},
     events::PlannedEvent,
     record::Pending,
+    slack::Provisioning,
 };
 
 /// How long an exchange in flight may go without its holder renewing it (it renews every
@@ -97,6 +98,9 @@ pub struct Inputs<'a> {
     pub rollout: Option<RolloutStatus>,
     /// Where PingFederate stands (`spec.pingFederate`).
     pub ping_federate: Option<Synced>,
+    /// What SCIM last said about the token, for a grant whose token drives SCIM; `None` when it
+    /// does not, or nothing was asked yet (the last condition then stands).
+    pub provisioning: Option<Provisioning>,
     /// What the last `auth.test` of the token in the Secret said.
     pub token_check: TokenCheck,
     pub now: Timestamp,
@@ -638,10 +642,59 @@ fn conclude(seen: &Seen<'_>, plan: &mut Plan, verdict: Verdict, pending: Option<
         condition.type_ = conditions::PINGFEDERATE_SYNCED.to_owned();
         condition
     });
-    plan.status.conditions = [Some(ready), Some(pending), Some(pinned), synced, restored]
-        .into_iter()
-        .flatten()
-        .collect();
+    let provisioning = provisioning_ready(seen, plan);
+    plan.status.conditions = [
+        Some(ready),
+        Some(pending),
+        Some(pinned),
+        synced,
+        provisioning,
+        restored,
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+}
+
+/// `ProvisioningReady`, from SCIM's last answer (kept as it was while nothing new was asked),
+/// with a Warning Event when SCIM starts refusing.
+fn provisioning_ready(seen: &Seen<'_>, plan: &mut Plan) -> Option<Condition> {
+    let previous = seen.condition(conditions::PROVISIONING_READY);
+    let Some(answer) = &seen.inputs.provisioning else {
+        return previous.cloned().filter(|_| seen.inputs.held.is_some());
+    };
+    let (ok, reason, message) = match answer {
+        Provisioning::Ready => (
+            true,
+            reasons::SCIM_ACCEPTED,
+            "Slack's SCIM API accepts the token: PingFederate's Slack provisioner can use it."
+                .to_owned(),
+        ),
+        Provisioning::Refused(code) => (
+            false,
+            reasons::SCIM_REFUSED,
+            format!(
+                "Slack's SCIM API refused the token ({code}), so PingFederate's Slack provisioner will fail with it. Likely causes: a Slack plan without SCIM (it needs Business+ or Enterprise Grid; plus_teams_only), a token without the admin scope, an approver who is not a Workspace or Org Owner or Admin (invalid_authentication), or on Enterprise Grid an install on a workspace instead of the organization (non_org_teams_only)."
+            ),
+        ),
+    };
+    if !ok && previous.is_none_or(|p| p.status != "False") {
+        plan.events.push(PlannedEvent {
+            warning: true,
+            reason,
+            note: message.clone(),
+        });
+    }
+    let mut condition = conditions::ready(
+        previous,
+        ok,
+        reason,
+        message,
+        seen.generation,
+        seen.inputs.now,
+    );
+    condition.type_ = conditions::PROVISIONING_READY.to_owned();
+    Some(condition)
 }
 
 /// `AuthorizationPending`: `True` while a link is out (or its approval is being exchanged),
@@ -819,6 +872,7 @@ mod tests {
             held: None,
             rollout: None,
             ping_federate: None,
+            provisioning: None,
             token_check: TokenCheck::Unchecked,
             now: now(),
             require_team_id: false,
@@ -835,6 +889,7 @@ mod tests {
             held: Some(held),
             rollout: None,
             ping_federate: None,
+            provisioning: None,
             token_check: TokenCheck::Unchecked,
             now: now(),
             require_team_id: false,
@@ -1059,6 +1114,7 @@ mod tests {
                 held: None,
                 rollout: None,
                 ping_federate: None,
+                provisioning: None,
                 token_check: TokenCheck::Unchecked,
                 now: now(),
                 require_team_id: false,
@@ -1290,6 +1346,7 @@ mod tests {
             held: None,
             rollout: None,
             ping_federate: None,
+            provisioning: None,
             token_check: TokenCheck::Unchecked,
             now: now(),
             require_team_id,
@@ -1309,6 +1366,7 @@ mod tests {
             held: Some(token.clone()),
             rollout: None,
             ping_federate: None,
+            provisioning: None,
             token_check: TokenCheck::Revoked,
             now: now(),
             require_team_id: false,

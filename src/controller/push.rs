@@ -169,10 +169,21 @@ pub async fn sync(
             .as_deref()
             .and_then(|r| reasons_of(r))
             .unwrap_or(reasons::PINGFEDERATE_REJECTED);
+        // The failure's own message (which says what to fix) stands.
+        let said = grant
+            .status
+            .as_ref()
+            .and_then(|s| {
+                s.conditions
+                    .iter()
+                    .find(|c| c.type_ == crate::api::conditions::PINGFEDERATE_SYNCED)
+            })
+            .filter(|c| c.reason == reason)
+            .map(|c| c.message.clone());
         let blocked = Synced {
-            message: format!(
-                "The last push into PingFederate failed ({reason}) in a way only a change can fix; it is tried again when the grant or its credentials Secret changes."
-            ),
+            message: said.unwrap_or_else(|| format!(
+                "The last push into PingFederate failed ({reason}) in a way only a change can fix; it is tried again when the grant, its credentials Secret or the token changes."
+            )),
             status: previous,
             ok: false,
             reason,

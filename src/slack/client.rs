@@ -15,8 +15,8 @@ use tracing::{debug, warn};
 use url::Url;
 
 use super::{
-    CodeExchange, OAuthAccess, Refreshed, SlackApi, SlackError, TokenIdentity, TokenRefresh,
-    is_dead_token, is_error_code,
+    CodeExchange, OAuthAccess, Provisioning, Refreshed, SlackApi, SlackError, TokenIdentity,
+    TokenRefresh, is_dead_token, is_error_code,
 };
 use crate::retry::Backoff;
 
@@ -46,6 +46,8 @@ impl Default for ClientOptions {
 pub struct SlackClient {
     http: reqwest::Client,
     api_url: Url,
+    /// SCIM v2's base (`https://api.slack.com/scim/v2/` by default).
+    scim_url: Url,
     options: ClientOptions,
 }
 
@@ -67,11 +69,81 @@ impl SlackClient {
             // credentials elsewhere.
             .redirect(reqwest::redirect::Policy::none())
             .build()?;
+        let scim_url =
+            Url::parse("https://api.slack.com/scim/v2/").unwrap_or_else(|_| api_url.clone());
         Ok(Self {
             http,
             api_url,
+            scim_url,
             options,
         })
+    }
+
+    /// The same client with SCIM at `scim_url`.
+    pub fn with_scim_url(mut self, mut scim_url: Url) -> Self {
+        if !scim_url.path().ends_with('/') {
+            scim_url.set_path(&format!("{}/", scim_url.path()));
+        }
+        self.scim_url = scim_url;
+        self
+    }
+
+    /// One SCIM probe: the answer, or a failure with Slack's Retry-After.
+    async fn scim_attempt(
+        &self,
+        url: &Url,
+        token: &SecretString,
+    ) -> Result<Provisioning, (SlackError, Option<Duration>)> {
+        const METHOD: &str = "scim Users";
+        let response = self
+            .http
+            .get(url.clone())
+            .bearer_auth(token.expose_secret())
+            .header("Accept", "application/json")
+            .send()
+            .await
+            .map_err(|source| {
+                let source = source.without_url();
+                (
+                    SlackError::Transport {
+                        method: METHOD,
+                        source,
+                    },
+                    None,
+                )
+            })?;
+        let status = response.status();
+        let retry_after = retry_after(&response);
+        if status == StatusCode::OK {
+            return Ok(Provisioning::Ready);
+        }
+        if status == StatusCode::TOO_MANY_REQUESTS {
+            let wait = retry_after.unwrap_or(self.options.initial_backoff);
+            let error = SlackError::RateLimited {
+                method: METHOD,
+                retry_after: wait,
+            };
+            return Err((error, Some(wait)));
+        }
+        if status.is_server_error() {
+            let error = SlackError::Status {
+                method: METHOD,
+                status: status.as_u16(),
+            };
+            return Err((error, retry_after));
+        }
+        let body = read_limited(METHOD, response).await.unwrap_or_default();
+        let detail = serde_json::from_slice::<serde_json::Value>(&body)
+            .ok()
+            .and_then(|v| {
+                v.get("detail")
+                    .or_else(|| v.pointer("/Errors/description"))
+                    .and_then(|d| d.as_str())
+                    .map(sanitize_code)
+            })
+            .filter(|code| code != "unknown_error")
+            .unwrap_or_else(|| format!("HTTP {}", status.as_u16()));
+        Ok(Provisioning::Refused(detail))
     }
 
     /// POSTs `form` to `method` until it succeeds, fails for good, or `deadline` passes.
@@ -212,6 +284,30 @@ impl SlackApi for SlackClient {
         ];
         let app = Auth::Basic(&request.client_id, &request.client_secret);
         self.oauth_access(&form, app, deadline).await
+    }
+
+    async fn scim_probe(
+        &self,
+        token: &SecretString,
+        deadline: Instant,
+    ) -> Result<Provisioning, SlackError> {
+        let mut url = self
+            .scim_url
+            .join("Users")
+            .unwrap_or_else(|_| self.scim_url.clone());
+        url.query_pairs_mut().append_pair("count", "1");
+        let mut backoff = Backoff::new(self.options.initial_backoff, self.options.max_backoff);
+        loop {
+            let (error, retry_after) = match self.scim_attempt(&url, token).await {
+                Ok(answer) => return Ok(answer),
+                Err(failed) => failed,
+            };
+            let wait = retry_after.unwrap_or_else(|| backoff.next_delay());
+            if Instant::now() + wait >= deadline {
+                return Err(error);
+            }
+            tokio::time::sleep(wait).await;
+        }
     }
 
     async fn revoke(&self, token: &SecretString, deadline: Instant) -> Result<(), SlackError> {

@@ -38,6 +38,15 @@ pub trait SlackApi: Send + Sync + 'static {
         deadline: Instant,
     ) -> impl Future<Output = Result<Refreshed, SlackError>> + Send;
 
+    /// SCIM's `GET Users?count=1` with `token`: whether the token can drive SCIM provisioning.
+    /// Slack being unreachable (network, 429, 5xx) is an error, retried until `deadline`; a
+    /// refusal is an answer.
+    fn scim_probe(
+        &self,
+        token: &SecretString,
+        deadline: Instant,
+    ) -> impl Future<Output = Result<Provisioning, SlackError>> + Send;
+
     /// `auth.test` for `token`: who the token belongs to, if Slack still accepts it. Transient
     /// failures are retried until `deadline`.
     fn check(
@@ -45,6 +54,16 @@ pub trait SlackApi: Send + Sync + 'static {
         token: &SecretString,
         deadline: Instant,
     ) -> impl Future<Output = Result<TokenIdentity, SlackError>> + Send;
+}
+
+/// SCIM's answer to whether a token can drive provisioning.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Provisioning {
+    /// `GET Users?count=1` answered 200.
+    Ready,
+    /// SCIM refused the token: its error code (`plus_teams_only`, `invalid_authentication`,
+    /// `non_org_teams_only`, `permission_denied`, ...) or, without one, the HTTP status.
+    Refused(String),
 }
 
 /// What `auth.test` says a token belongs to.

@@ -52,6 +52,24 @@ struct Setup {
     pf: PingFederateEmulator,
 }
 
+/// The admin password and the connection's other secrets join the Slack emulator's for the
+/// final log scan (`hack/scan-logs.py`).
+impl Drop for Setup {
+    fn drop(&mut self) {
+        let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("secrets");
+        let _ = std::fs::create_dir_all(&dir);
+        let values = [self.pf.admin_password(), "proxy-s3cret".to_owned()];
+        let unique: u64 = {
+            use rand::RngExt;
+            rand::rng().random()
+        };
+        let _ = std::fs::write(
+            dir.join(format!("pingfederate-{unique:x}.txt")),
+            values.join("\n"),
+        );
+    }
+}
+
 async fn setup(name: &str, flags: &'static [&'static str]) -> Setup {
     let s = Scenario::builder(name).flags(flags).start().await;
     let pf = PingFederateEmulator::start()
@@ -343,4 +361,73 @@ async fn three_refreshes_in_a_row_each_reach_pingfederate_before_the_previous_to
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+}
+
+#[tokio::test]
+#[ignore = "needs the local control plane: run `make test`"]
+async fn a_token_on_a_plan_without_scim_is_ready_but_not_provisioning_ready() {
+    let s = Scenario::start("scim-plan").await;
+    s.create_client_secret().await;
+    s.slack.emulator.set_scim_available("T0ACME", false);
+    s.apply_grant("scim", json!({ "teamID": "T0ACME" })).await;
+    assert_eq!(s.approve(&s.link("scim").await).await.status, 200);
+    let grant = support::wait_for_grant(&s.grants, "scim", |g| {
+        g.status.as_ref().is_some_and(|st| {
+            st.conditions
+                .iter()
+                .any(|c| c.type_ == conditions::PROVISIONING_READY && c.status == "False")
+        })
+    })
+    .await;
+    assert_eq!(
+        support::ready_reason(&grant).as_deref(),
+        Some("Authorized"),
+        "the token works"
+    );
+    let condition = grant
+        .status
+        .as_ref()
+        .and_then(|st| {
+            st.conditions
+                .iter()
+                .find(|c| c.type_ == conditions::PROVISIONING_READY)
+        })
+        .expect("ProvisioningReady");
+    assert!(
+        condition.message.contains("plus_teams_only"),
+        "{}",
+        condition.message
+    );
+    assert!(
+        condition.message.contains("Business+"),
+        "{}",
+        condition.message
+    );
+
+    // On a plan with SCIM, the next approval's token is provisioning-ready.
+    s.slack.emulator.set_scim_available("T0ACME", true);
+    let annotate =
+        json!({ "metadata": { "annotations": { "slack-oauth-operator.io/reauthorize": "1" } } });
+    s.grants
+        .patch("scim", &PatchParams::default(), &Patch::Merge(&annotate))
+        .await
+        .expect("annotate");
+    let link = support::wait_for_grant(&s.grants, "scim", |g| {
+        g.status
+            .as_ref()
+            .is_some_and(|st| st.authorization_url.is_some())
+    })
+    .await
+    .status
+    .and_then(|st| st.authorization_url)
+    .expect("link");
+    assert_eq!(s.approve(&link).await.status, 200);
+    support::wait_for_grant(&s.grants, "scim", |g| {
+        g.status.as_ref().is_some_and(|st| {
+            st.conditions
+                .iter()
+                .any(|c| c.type_ == conditions::PROVISIONING_READY && c.status == "True")
+        })
+    })
+    .await;
 }

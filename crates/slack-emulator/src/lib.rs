@@ -30,6 +30,10 @@
 //!   bot and org-wide installs; with rotation, `xoxe.` tokens, 12-hour expiry (or
 //!   [`App::with_token_lifetime`]) and single-use refresh tokens. Every exchange issues fresh
 //!   tokens; scopes are additive per installation.
+//! - **SCIM** (`GET /scim/v2/Users`, [`SlackEmulator::scim_url`]): a live user token with
+//!   `admin`, on a plan with SCIM ([`SlackEmulator::set_scim_available`]) and, on Enterprise
+//!   Grid, from an org-wide install; errors in SCIM v2's shape (401 for authentication, 403 for
+//!   `plus_teams_only` and `non_org_teams_only`; the exact statuses are UNCONFIRMED).
 //! - **`auth.test` / `auth.revoke`**: Bearer or body `token`; `x-oauth-scopes` on answers for a
 //!   valid token.
 //! - **Faults** ([`Fault`]) queued per method, and a record of every call ([`Call`]) and token
@@ -78,7 +82,7 @@ pub use model::{
     App, Approver, AuthorizeError, Call, ClientAuth, Decision, Enterprise, Fault, IssuedToken,
     Team, TokenKind,
 };
-pub use slack::{CODE_LIFETIME, ROTATING_TOKEN_LIFETIME};
+pub use slack::{CODE_LIFETIME, ROTATING_TOKEN_LIFETIME, SCIM_USERS};
 
 use crate::{server::Shared, slack::AuthorizeRequest};
 
@@ -258,6 +262,17 @@ impl SlackEmulator {
     /// Every access token issued so far, in issue order, with its current revoked flag.
     pub fn issued_tokens(&self) -> Vec<IssuedToken> {
         self.slack().issued_tokens()
+    }
+
+    /// SCIM's base URL on the emulator (`<url>/scim/v2/`), serving `GET Users`.
+    pub fn scim_url(&self) -> String {
+        format!("{}/scim/v2/", self.url().trim_end_matches('/'))
+    }
+
+    /// Puts the workspace or organization `installed_on` on a plan without SCIM (`false`: SCIM
+    /// answers `plus_teams_only`) or back on one with it (`true`, the default).
+    pub fn set_scim_available(&self, installed_on: &str, available: bool) {
+        self.slack().set_scim(installed_on, available);
     }
 
     /// Whether `token` is an issued access token that is neither revoked nor expired.

@@ -20,7 +20,7 @@ use tracing::debug;
 use crate::{
     consent,
     model::{Decision, Fault},
-    slack::{Answer, ApiRequest, AuthorizeRequest, PageError, Rejection, Slack},
+    slack::{Answer, ApiRequest, AuthorizeRequest, PageError, Rejection, SCIM_USERS, Slack},
 };
 
 /// The emulated Slack, shared by the handlers and the `SlackEmulator` handles.
@@ -37,6 +37,7 @@ pub(crate) fn router(slack: Shared) -> Router {
             get(consent_page).post(consent_decision),
         )
         .route("/api/{method}", any(api))
+        .route("/scim/v2/Users", get(scim_users))
         .fallback(not_found)
         .with_state(slack)
 }
@@ -109,6 +110,23 @@ async fn api(
         Ok(answer) => into_response(answer),
         Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
     }
+}
+
+/// `GET /scim/v2/Users`: the SCIM probe, recorded (and faulted) as method `scim.Users`.
+async fn scim_users(State(slack): State<Shared>, request: Request) -> Response {
+    let (_, bearer) = authorization(request.headers());
+    let request = ApiRequest {
+        method: SCIM_USERS.to_owned(),
+        http_method: request.method().to_string(),
+        content_type: None,
+        params: BTreeMap::new(),
+        basic: None,
+        bearer,
+        json_body: false,
+        missing_charset: false,
+        rejection: None,
+    };
+    into_response(answer(slack, request).await)
 }
 
 /// Applies the next injected fault, if any, then runs the method; records the call.

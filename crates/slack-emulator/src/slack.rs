@@ -261,6 +261,8 @@ pub(crate) struct Slack {
     bot_users: HashMap<(String, String), BotUser>,
     faults: HashMap<String, VecDeque<Fault>>,
     calls: Vec<Call>,
+    /// Workspaces or organizations on a plan without SCIM.
+    without_scim: std::collections::HashSet<String>,
 }
 
 impl Slack {
@@ -339,6 +341,19 @@ impl Slack {
 
     fn token(&self, token: &str) -> Option<&TokenRecord> {
         self.tokens.iter().find(|t| t.issued.token == token)
+    }
+
+    /// Puts `installed_on` (a workspace or organization ID) on a plan with or without SCIM.
+    pub(crate) fn set_scim(&mut self, installed_on: &str, available: bool) {
+        if available {
+            self.without_scim.remove(installed_on);
+        } else {
+            self.without_scim.insert(installed_on.to_owned());
+        }
+    }
+
+    pub(crate) fn without_scim(&self, installed_on: &str) -> bool {
+        self.without_scim.contains(installed_on)
     }
 
     /// Records a call with its answer.
@@ -448,6 +463,7 @@ impl Slack {
                 "oauth.v2.access" => self.oauth_v2_access(request),
                 "auth.test" => self.auth_test(request),
                 "auth.revoke" => self.auth_revoke(request),
+                SCIM_USERS => self.scim_users(request.bearer.as_deref()),
                 _ => Answer::error("unknown_method"),
             },
         };
@@ -905,5 +921,65 @@ fn slug(name: &str) -> String {
         "workspace".to_owned()
     } else {
         slug.to_owned()
+    }
+}
+
+// SCIM v2 `GET /scim/v2/Users`, the probe the reference recommends for "can this token drive
+// SCIM" (slack-oauth.md section 6): it needs a live user token with the `admin` scope, on a
+// plan with SCIM (Business+ or Enterprise, else `plus_teams_only`), and on Enterprise Grid an
+// org-wide install (else `non_org_teams_only`). Errors come in SCIM v2's shape,
+// `{"schemas": [...Error], "detail": <code>, "status": <http>}`.
+//
+// Readings of what the reference leaves open: the HTTP status per code is UNCONFIRMED, so
+// authentication problems are 401 and plan or install problems 403; `count` is honoured up to
+// 1 (one user, the installer, is listed).
+
+/// The method name SCIM's `GET /scim/v2/Users` is recorded and faulted under.
+pub const SCIM_USERS: &str = "scim.Users";
+const ERROR_SCHEMA: &str = "urn:ietf:params:scim:api:messages:2.0:Error";
+const LIST_SCHEMA: &str = "urn:ietf:params:scim:api:messages:2.0:ListResponse";
+
+fn error(status: u16, detail: &str) -> Answer {
+    let mut answer =
+        Answer::ok(json!({ "schemas": [ERROR_SCHEMA], "detail": detail, "status": status }));
+    answer.status = status;
+    answer
+}
+
+impl Slack {
+    // ---- SCIM ----
+
+    /// `GET /scim/v2/Users` with `bearer`.
+    pub(crate) fn scim_users(&self, bearer: Option<&str>) -> Answer {
+        let Some(token) = bearer else {
+            return error(401, "missing_authentication");
+        };
+        let now = self.now();
+        let Some(record) = self.token(token).filter(|t| t.is_active(now)) else {
+            return error(401, "invalid_authentication");
+        };
+        let issued = &record.issued;
+        if issued.kind != TokenKind::User || !issued.scopes.iter().any(|s| s == "admin") {
+            return error(401, "invalid_authentication");
+        }
+        let installed_on = record.install_target.as_str();
+        if self.without_scim(installed_on) {
+            return error(403, "plus_teams_only");
+        }
+        if issued.enterprise_id.is_some() && !issued.is_enterprise_install {
+            return error(403, "non_org_teams_only");
+        }
+        Answer::ok(json!({
+            "schemas": [LIST_SCHEMA],
+            "totalResults": 1,
+            "itemsPerPage": 1,
+            "startIndex": 1,
+            "Resources": [{
+                "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],
+                "id": issued.user_id,
+                "userName": record.user_name,
+                "active": true
+            }]
+        }))
     }
 }

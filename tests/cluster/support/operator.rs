@@ -97,6 +97,8 @@ impl Operator {
             .append(true)
             .open(&log)
             .expect("log file");
+        // The Slack emulator serves SCIM beside its pages and Web API.
+        let scim_url = format!("{}/scim/v2", launch.slack_url.trim_end_matches('/'));
         let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_slack-oauth-operator"));
         command
             .args(["--public-url", &public_url])
@@ -107,6 +109,8 @@ impl Operator {
                 launch.slack_url,
                 "--slack-api-url",
                 launch.slack_api_url,
+                "--slack-scim-url",
+                &scim_url,
             ])
             .args([
                 "--log-format",

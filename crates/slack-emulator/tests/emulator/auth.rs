@@ -203,11 +203,12 @@ async fn json_bodies_do_not_carry_tokens() {
 
 #[tokio::test]
 async fn unknown_method_answers_unknown_method_and_other_paths_are_404() {
+    // (SCIM serves only `GET Users`, the probe; see scim.rs.)
     let f = Fixture::start().await;
     let unknown = f.post("chat.postMessage", &[], None).await;
     assert_eq!(unknown.status, StatusCode::OK);
     assert_eq!(unknown.error().as_deref(), Some("unknown_method"));
-    for path in ["/", "/oauth/authorize", "/api", "/scim/v2/Users"] {
+    for path in ["/", "/oauth/authorize", "/api", "/scim/v2/Groups"] {
         let reply = reply(f.http.get(format!("{}{path}", f.slack.url()))).await;
         assert_eq!(reply.status, StatusCode::NOT_FOUND, "{path}");
     }

@@ -6,4 +6,5 @@ mod exchange;
 mod faults;
 mod handle;
 mod rotation;
+mod scim;
 mod support;
