@@ -5,6 +5,7 @@
 
 use std::time::{Duration, Instant};
 
+use fantoccini::Locator;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Patch, PatchParams, PostParams};
 use pingfederate_emulator::{Outage, PingFederateEmulator};
@@ -156,7 +157,34 @@ async fn an_approved_grant_ends_with_its_token_in_the_secret_and_in_the_connecti
     .await;
     grant(&setup, FIELD).await;
     let s = &setup.s;
-    assert_eq!(s.approve(&s.link("scim").await).await.status, 200);
+    // Approved by a Slack owner in a real (headless) browser.
+    let link = s.link("scim").await;
+    let browser = support::Browser::start().await;
+    browser
+        .client
+        .goto(&link)
+        .await
+        .expect("open the authorization link");
+    browser
+        .client
+        .find(Locator::Id("allow"))
+        .await
+        .expect("Slack's Allow button")
+        .click()
+        .await
+        .expect("click Allow");
+    let title = browser
+        .client
+        .wait()
+        .at_most(Duration::from_secs(30))
+        .for_element(Locator::Id("title"))
+        .await
+        .expect("a page")
+        .text()
+        .await
+        .expect("title text");
+    browser.close().await;
+    assert_eq!(title, "Slack authorization complete");
     let grant = wait_synced(&setup, Duration::from_secs(30), "Synced").await;
     let token = s.stored_token(KEY).await.expect("token");
     assert_eq!(
