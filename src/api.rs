@@ -802,6 +802,9 @@ pub mod reasons {
     pub const PINGFEDERATE_CONNECTION_NOT_FOUND: &str = "ConnectionNotFound";
     /// `PingFederateSynced`: PingFederate refused the changed connection (400 or 422).
     pub const PINGFEDERATE_REJECTED: &str = "Rejected";
+    /// `PingFederateSynced`: pushes keep failing while the token PingFederate holds is about to
+    /// expire (Slack token rotation): PingFederate's provisioning will stop unless it recovers.
+    pub const PINGFEDERATE_BEHIND: &str = "ExpiringBeforePush";
     /// `PingFederateSynced`: PingFederate could not be reached, or failed; retried.
     pub const PINGFEDERATE_UNAVAILABLE: &str = "Unavailable";
     /// `PingFederateSynced`: the credentials Secret is missing, not shared with the grant, or

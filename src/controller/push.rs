@@ -219,7 +219,29 @@ pub async fn sync(
                 error = &error as &dyn std::error::Error,
                 transient, "failed to push the token into PingFederate"
             );
-            let reason = error.reason();
+            // With rotation, the token PingFederate holds was issued no later than its push
+            // (`syncedAt`) and lives one lifetime: failing still with under a sixth of that
+            // left, or two refreshes behind (Slack keeps at most two tokens live), is a warning.
+            let behind = transient
+                && record.expires_at.is_some_and(|at| {
+                    let lifetime = at.duration_since(record.issued_at).as_secs_f64();
+                    let old = previous.synced_at.as_ref().is_some_and(|synced| {
+                        Timestamp::now().duration_since(synced.0).as_secs_f64()
+                            > lifetime * 5.0 / 6.0
+                    });
+                    let outrun = previous
+                        .synced_revision
+                        .is_some_and(|r| r + 1 < record.revision);
+                    old || outrun
+                });
+            if behind {
+                context.metrics.count_push("behind");
+            }
+            let reason = if behind {
+                reasons::PINGFEDERATE_BEHIND
+            } else {
+                error.reason()
+            };
             let failed = Synced {
                 status: PingFederateStatus {
                     last_error: Some(reason.to_owned()),

@@ -459,3 +459,49 @@ async fn a_token_on_a_plan_without_scim_is_ready_but_not_provisioning_ready() {
     })
     .await;
 }
+
+#[tokio::test]
+#[ignore = "needs the local control plane: run `make test`"]
+async fn pushes_still_failing_as_pingfederates_token_nears_expiry_are_a_warning_not_silence() {
+    let setup = setup("pf-behind", &[]).await;
+    let s = &setup.s;
+    s.slack.emulator.register_app(
+        App::new(
+            &s.slack.client_id,
+            &s.slack.client_secret,
+            &s.slack.redirect_uri,
+        )
+        .with_token_lifetime(Duration::from_secs(12)),
+    );
+    credentials(
+        &setup,
+        &setup.pf.admin_api_url(),
+        &setup.pf.admin_password(),
+    )
+    .await;
+    grant(&setup, FIELD).await;
+    assert_eq!(s.approve(&s.link("scim").await).await.status, 200);
+    wait_synced(&setup, Duration::from_secs(30), "Synced").await;
+    setup.pf.set_outage(Some(Outage::Unavailable));
+    let grant = wait_synced(&setup, Duration::from_secs(40), "ExpiringBeforePush").await;
+    assert_eq!(support::ready_reason(&grant).as_deref(), Some("Authorized"));
+    let events =
+        kube::Api::<k8s_openapi::api::events::v1::Event>::namespaced(s.client.clone(), &s.ns.name);
+    let started = Instant::now();
+    loop {
+        let listed = events.list(&Default::default()).await.expect("events");
+        if listed.items.iter().any(|e| {
+            e.reason.as_deref() == Some("ExpiringBeforePush")
+                && e.type_.as_deref() == Some("Warning")
+        }) {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "no Warning Event"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    setup.pf.set_outage(None);
+    wait_synced(&setup, Duration::from_secs(30), "Synced").await;
+}
