@@ -1,12 +1,13 @@
-//! The grant controller: observe (read the grant's Secrets), plan (pure, in `plan`), apply (write
-//! the status if it changed, publish Events).
+//! The grant controller: observe (read the grant's Secrets and token record), keep the tokens
+//! (`tokens`: migrate, refresh, write the consumer Secret back from the record, revoke replaced
+//! tokens), deliver them (`rollout`: restart the listed workloads; `push`: PingFederate), plan
+//! (pure, in `plan`), apply (write the status if it changed, publish Events).
 //!
-//! It writes grant status and Events, and keeps the tokens between approvals (`tokens`):
-//! refreshing them, writing the consumer Secret back from the grant's token record, revoking
-//! replaced tokens. The callback server writes the record and the Secret of a new approval; both
-//! write only conditionally (`crate::store`). The controller watches only label-selected Secrets (docs/security.md): those carrying our
-//! managed-by label, and those shared with grants. So it never caches other Secrets, and the
-//! number of its watches does not depend on the number of grants.
+//! The callback server writes the record and the consumer Secret of a new approval; the
+//! controller writes them after a refresh or a repair. Both write only conditionally
+//! (`crate::store`). The controller watches only label-selected Secrets (docs/security.md):
+//! those carrying our managed-by label, and those shared with grants. So it never caches other
+//! Secrets, and the number of its watches does not depend on the number of grants.
 
 mod checks;
 mod plan;
