@@ -281,12 +281,15 @@ impl TokenRecord {
     }
 
     /// What the grant's status says about the token.
+    /// Times are whole seconds, as the API server stores them: a status planned with
+    /// sub-second times would never equal the one read back, and be written on every reconcile.
     pub fn status(&self) -> TokenStatus {
+        let second = |at: Timestamp| Time(Timestamp::from_second(at.as_second()).unwrap_or(at));
         TokenStatus {
             revision: self.revision,
-            issued_at: Time(self.issued_at),
-            expires_at: self.expires_at.map(Time),
-            refreshed_at: self.refreshed_at.map(Time),
+            issued_at: second(self.issued_at),
+            expires_at: self.expires_at.map(second),
+            refreshed_at: self.refreshed_at.map(second),
         }
     }
 
@@ -506,6 +509,20 @@ mod tests {
         assert!(!debug.contains("xoxe"), "{debug}");
         let metadata = serde_json::to_string(&secret.metadata).expect("json");
         assert!(!metadata.contains("xoxe"), "{metadata}");
+    }
+
+    #[test]
+    fn the_status_of_a_record_has_whole_seconds_as_the_api_server_keeps_them() {
+        let now = Timestamp::from_second(1_800_000_000)
+            .expect("time")
+            .checked_add(SignedDuration::from_millis(750))
+            .expect("time");
+        let record =
+            TokenRecord::approved(&grant(), &approved("t", Some(43_200)), None, now, GRACE);
+        let status = record.status();
+        let read_back: TokenStatus =
+            serde_json::from_value(serde_json::to_value(&status).expect("json")).expect("status");
+        assert_eq!(read_back, status, "no write on every reconcile");
     }
 
     #[test]

@@ -50,6 +50,9 @@ pub struct Checks {
     /// When this controller started: tokens approved before it are checked at once (spread).
     started: k8s_openapi::jiff::Timestamp,
     entries: Mutex<HashMap<String, Entry>>,
+    /// Slack answered 429 with this Retry-After: no check starts before it passes, for any
+    /// grant (Slack's limits are per app and method, not per token).
+    paused_until: Mutex<Option<Instant>>,
 }
 
 fn fingerprint(token: &SecretString) -> [u8; 32] {
@@ -67,6 +70,7 @@ impl Checks {
             interval,
             started: k8s_openapi::jiff::Timestamp::now(),
             entries: Mutex::default(),
+            paused_until: Mutex::default(),
         }
     }
 
@@ -121,6 +125,20 @@ impl Checks {
             entry.provisioning = None;
             entry.next_due = first_due;
         }
+        let paused = self
+            .paused_until
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .filter(|until| *until > now);
+        if let Some(until) = paused
+            && entry.next_due < until
+        {
+            // Spread the checks the pause held back over the interval after it.
+            entry.next_due = until
+                + FIRST_CHECK_SPREAD
+                    .min(self.interval)
+                    .mul_f64(rand::rng().random_range(0.0..1.0));
+        }
         let wait = entry.next_due.saturating_duration_since(now);
         (entry.verdict, (!wait.is_zero()).then_some(wait))
     }
@@ -134,6 +152,16 @@ impl Checks {
         retry_after: Option<Duration>,
         now: Instant,
     ) {
+        if let Some(wait) = retry_after {
+            let mut paused = self
+                .paused_until
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let until = now + wait;
+            if paused.is_none_or(|p| p < until) {
+                *paused = Some(until);
+            }
+        }
         let mut entries = self.entries();
         let Some(entry) = entries.get_mut(uid) else {
             return;
@@ -214,6 +242,23 @@ pub fn verdict(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_429_pauses_every_grants_checks_until_its_retry_after() {
+        let checks = Checks::new(Duration::from_secs(60));
+        let now = Instant::now();
+        let token = SecretString::from("xoxp-1");
+        let other = SecretString::from("xoxp-2");
+        checks.due("a", &token, None, now);
+        checks.due("b", &other, None, now);
+        checks.record("a", None, Some(Duration::from_secs(120)), now);
+        let later = now + Duration::from_secs(90);
+        let (_, wait) = checks.due("b", &other, None, later);
+        assert!(
+            wait.is_some_and(|w| w >= Duration::from_secs(30)),
+            "b waits for a's Retry-After: {wait:?}"
+        );
+    }
 
     fn installation() -> InstallationStatus {
         InstallationStatus {
