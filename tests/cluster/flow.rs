@@ -3,7 +3,6 @@
 
 use std::time::Duration;
 
-use fantoccini::Locator;
 use kube::{Api, api::DeleteParams};
 use serde_json::json;
 use slack_emulator::Approver;
@@ -11,7 +10,7 @@ use slack_oauth_operator::api::{Phase, SlackOAuthGrant, TokenKind};
 
 use crate::{
     scenario::{Scenario, TOKEN_SECRET_NAME},
-    support::{self, Browser, Operator},
+    support::{self, Operator},
 };
 
 fn user_tokens(scenario: &Scenario) -> Vec<String> {
@@ -32,42 +31,12 @@ async fn happy_path_in_a_real_browser_stores_the_user_token() {
     s.apply_grant("scim", json!({ "teamID": "T0ACME" })).await;
     let link = s.link("scim").await;
 
-    let browser = Browser::start().await;
-    browser
-        .client
-        .goto(&link)
-        .await
-        .expect("open the authorization link");
-    browser
-        .client
-        .find(Locator::Id("allow"))
-        .await
-        .expect("Slack's Allow button")
-        .click()
-        .await
-        .expect("click Allow");
-    let title = browser
-        .client
-        .wait()
-        .at_most(Duration::from_secs(30))
-        .for_element(Locator::Id("title"))
-        .await
-        .expect("a page");
-    let heading = title.text().await.expect("title text");
-    let page = browser
-        .client
-        .find(Locator::Css("body"))
-        .await
-        .expect("body")
-        .text()
-        .await
-        .expect("text");
-    let landed_on = browser.client.current_url().await.expect("url");
-    browser.close().await;
+    let shown = s.approve_in_browser(&link).await;
+    let (heading, page, landed_on) = (shown.heading, shown.text, shown.url);
 
     assert_eq!(heading, "Slack authorization complete", "page: {page}");
     assert!(
-        landed_on.as_str().starts_with(&s.operator.public_url),
+        landed_on.starts_with(&s.operator.public_url),
         "landed on {landed_on}"
     );
     assert!(

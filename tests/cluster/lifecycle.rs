@@ -14,7 +14,7 @@ use std::{
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Patch, PatchParams};
 use serde_json::json;
-use slack_emulator::{App, Fault};
+use slack_emulator::Fault;
 use slack_oauth_operator::api::{SlackOAuthGrant, conditions};
 
 use crate::{scenario::Scenario, support};
@@ -39,18 +39,6 @@ fn revision(grant: &SlackOAuthGrant) -> u64 {
         .map_or(0, |t| t.revision)
 }
 
-/// Turns on token rotation for the scenario's app, with tokens that live `lifetime`.
-fn rotate(s: &Scenario, lifetime: Duration) {
-    s.slack.emulator.register_app(
-        App::new(
-            &s.slack.client_id,
-            &s.slack.client_secret,
-            &s.slack.redirect_uri,
-        )
-        .with_token_lifetime(lifetime),
-    );
-}
-
 async fn ready(s: &Scenario) -> String {
     s.create_client_secret().await;
     s.apply_grant("scim", json!({ "teamID": "T0ACME" })).await;
@@ -73,7 +61,7 @@ async fn three_refreshes_in_a_row_keep_a_live_token_in_the_secret_and_the_refres
 {
     let s = Scenario::start("rotation").await;
     // Refreshed with a third of the lifetime left: 6 s into 9.
-    rotate(&s, Duration::from_secs(9));
+    s.rotate_tokens(Duration::from_secs(9));
     let first = ready(&s).await;
     let started = Instant::now();
     let mut samples = 0;
@@ -133,7 +121,7 @@ async fn three_refreshes_in_a_row_keep_a_live_token_in_the_secret_and_the_refres
 #[ignore = "needs the local control plane: run `make test`"]
 async fn a_refresh_token_slack_refuses_turns_the_grant_refresh_failed_with_a_fresh_link() {
     let s = Scenario::start("refresh-refused").await;
-    rotate(&s, Duration::from_secs(6));
+    s.rotate_tokens(Duration::from_secs(6));
     let token = ready(&s).await;
     s.slack.emulator.inject_times(
         "oauth.v2.access",
@@ -330,32 +318,7 @@ async fn token_from_elsewhere(s: &Scenario) -> String {
         .append_pair("user_scope", "admin")
         .append_pair("redirect_uri", &s.slack.redirect_uri)
         .append_pair("state", "pasted-by-hand");
-    let back = s
-        .decide(link.as_str(), slack_emulator::Decision::Allow)
-        .await;
-    let code = url::Url::parse(&back)
-        .expect("redirect")
-        .query_pairs()
-        .find(|(k, _)| k == "code")
-        .map(|(_, v)| v.into_owned())
-        .expect("a code");
-    let answer: serde_json::Value = s
-        .http
-        .post(format!(
-            "{}/oauth.v2.access",
-            s.slack.api_url().trim_end_matches('/')
-        ))
-        .basic_auth(&s.slack.client_id, Some(&s.slack.client_secret))
-        .form(&[
-            ("code", code.as_str()),
-            ("redirect_uri", &s.slack.redirect_uri),
-        ])
-        .send()
-        .await
-        .expect("exchange")
-        .json()
-        .await
-        .expect("json");
+    let answer = s.exchange_by_hand(link.as_str()).await;
     answer["authed_user"]["access_token"]
         .as_str()
         .expect("a user token")
@@ -499,36 +462,13 @@ async fn an_invalid_pasted_token_is_refused_and_a_secret_that_did_not_opt_in_is_
 async fn a_token_secret_from_before_records_moves_under_one_and_loses_its_refresh_token_on_upgrade()
 {
     let s = Scenario::start("upgrade").await;
-    rotate(&s, Duration::from_secs(3600));
+    s.rotate_tokens(Duration::from_secs(3600));
     s.create_client_secret().await;
     s.apply_grant("scim", json!({ "teamID": "T0ACME" })).await;
     let link = s.link("scim").await;
     // A token approved by hand, stored the way versions before the record did: the refresh
     // token and expiry next to it, the approval in annotations.
-    let back = s.decide(&link, slack_emulator::Decision::Allow).await;
-    let code = url::Url::parse(&back)
-        .expect("redirect")
-        .query_pairs()
-        .find(|(k, _)| k == "code")
-        .map(|(_, v)| v.into_owned())
-        .expect("code");
-    let answer: serde_json::Value = s
-        .http
-        .post(format!(
-            "{}/oauth.v2.access",
-            s.slack.api_url().trim_end_matches('/')
-        ))
-        .basic_auth(&s.slack.client_id, Some(&s.slack.client_secret))
-        .form(&[
-            ("code", code.as_str()),
-            ("redirect_uri", &s.slack.redirect_uri),
-        ])
-        .send()
-        .await
-        .expect("exchange")
-        .json()
-        .await
-        .expect("json");
+    let answer = s.exchange_by_hand(&link).await;
     let user = &answer["authed_user"];
     let token = user["access_token"].as_str().expect("token").to_owned();
     let grant = s.grants.get("scim").await.expect("grant");

@@ -5,12 +5,10 @@
 
 use std::time::{Duration, Instant};
 
-use fantoccini::Locator;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Patch, PatchParams, PostParams};
 use pingfederate_emulator::{Outage, PingFederateEmulator};
 use serde_json::{Value, json};
-use slack_emulator::App;
 use slack_oauth_operator::api::{SlackOAuthGrant, conditions};
 
 use crate::{scenario::Scenario, support};
@@ -131,6 +129,15 @@ async fn wait_synced(setup: &Setup, within: Duration, reason: &str) -> SlackOAut
     .await
 }
 
+/// Credentials that may go to the emulated admin API, a grant, its approval, and its first push.
+async fn synced_once(setup: &Setup) {
+    credentials(setup, &setup.pf.admin_api_url(), &setup.pf.admin_password()).await;
+    grant(setup, FIELD).await;
+    let s = &setup.s;
+    assert_eq!(s.approve(&s.link("scim").await).await.status, 200);
+    wait_synced(setup, Duration::from_secs(30), "Synced").await;
+}
+
 /// The connection without the token's entry: what must not change.
 fn all_but_the_token(connection: &Value) -> Value {
     let mut rest = connection.clone();
@@ -158,33 +165,12 @@ async fn an_approved_grant_ends_with_its_token_in_the_secret_and_in_the_connecti
     grant(&setup, FIELD).await;
     let s = &setup.s;
     // Approved by a Slack owner in a real (headless) browser.
-    let link = s.link("scim").await;
-    let browser = support::Browser::start().await;
-    browser
-        .client
-        .goto(&link)
-        .await
-        .expect("open the authorization link");
-    browser
-        .client
-        .find(Locator::Id("allow"))
-        .await
-        .expect("Slack's Allow button")
-        .click()
-        .await
-        .expect("click Allow");
-    let title = browser
-        .client
-        .wait()
-        .at_most(Duration::from_secs(30))
-        .for_element(Locator::Id("title"))
-        .await
-        .expect("a page")
-        .text()
-        .await
-        .expect("title text");
-    browser.close().await;
-    assert_eq!(title, "Slack authorization complete");
+    let shown = s.approve_in_browser(&s.link("scim").await).await;
+    assert_eq!(
+        shown.heading, "Slack authorization complete",
+        "{}",
+        shown.text
+    );
     let grant = wait_synced(&setup, Duration::from_secs(30), "Synced").await;
     let token = s.stored_token(KEY).await.expect("token");
     assert_eq!(
@@ -350,23 +336,8 @@ async fn pingfederate_down_for_30_seconds_holds_nothing_back_and_the_push_lands_
 async fn three_refreshes_in_a_row_each_reach_pingfederate_before_the_previous_token_expires() {
     let setup = setup("pf-rotation", &[]).await;
     let s = &setup.s;
-    s.slack.emulator.register_app(
-        App::new(
-            &s.slack.client_id,
-            &s.slack.client_secret,
-            &s.slack.redirect_uri,
-        )
-        .with_token_lifetime(Duration::from_secs(9)),
-    );
-    credentials(
-        &setup,
-        &setup.pf.admin_api_url(),
-        &setup.pf.admin_password(),
-    )
-    .await;
-    grant(&setup, FIELD).await;
-    assert_eq!(s.approve(&s.link("scim").await).await.status, 200);
-    wait_synced(&setup, Duration::from_secs(30), "Synced").await;
+    s.rotate_tokens(Duration::from_secs(9));
+    synced_once(&setup).await;
     let started = Instant::now();
     let mut seen = Vec::new();
     while seen.len() < 4 {
@@ -465,23 +436,8 @@ async fn a_token_on_a_plan_without_scim_is_ready_but_not_provisioning_ready() {
 async fn pushes_still_failing_as_pingfederates_token_nears_expiry_are_a_warning_not_silence() {
     let setup = setup("pf-behind", &[]).await;
     let s = &setup.s;
-    s.slack.emulator.register_app(
-        App::new(
-            &s.slack.client_id,
-            &s.slack.client_secret,
-            &s.slack.redirect_uri,
-        )
-        .with_token_lifetime(Duration::from_secs(12)),
-    );
-    credentials(
-        &setup,
-        &setup.pf.admin_api_url(),
-        &setup.pf.admin_password(),
-    )
-    .await;
-    grant(&setup, FIELD).await;
-    assert_eq!(s.approve(&s.link("scim").await).await.status, 200);
-    wait_synced(&setup, Duration::from_secs(30), "Synced").await;
+    s.rotate_tokens(Duration::from_secs(12));
+    synced_once(&setup).await;
     setup.pf.set_outage(Some(Outage::Unavailable));
     let grant = wait_synced(&setup, Duration::from_secs(40), "ExpiringBeforePush").await;
     assert_eq!(support::ready_reason(&grant).as_deref(), Some("Authorized"));

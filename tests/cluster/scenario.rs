@@ -30,6 +30,13 @@ pub struct Scenario {
 
 /// What the operator's callback answered.
 #[derive(Debug)]
+/// A page as the browser showed it.
+pub struct BrowserPage {
+    pub heading: String,
+    pub text: String,
+    pub url: String,
+}
+
 pub struct Answer {
     pub status: u16,
     pub body: String,
@@ -162,6 +169,84 @@ impl Scenario {
             body,
             headers,
         }
+    }
+
+    /// Turns on Slack token rotation for the scenario's app, with tokens that live `lifetime`.
+    pub fn rotate_tokens(&self, lifetime: Duration) {
+        self.slack.emulator.register_app(
+            slack_emulator::App::new(
+                &self.slack.client_id,
+                &self.slack.client_secret,
+                &self.slack.redirect_uri,
+            )
+            .with_token_lifetime(lifetime),
+        );
+    }
+
+    /// Approves the Slack authorize `link` and exchanges the code itself, as a tool other than
+    /// the operator (Ping's hosted service) would: Slack's whole `oauth.v2.access` answer.
+    pub async fn exchange_by_hand(&self, link: &str) -> Value {
+        let back = self.decide(link, Decision::Allow).await;
+        let code = url::Url::parse(&back)
+            .expect("redirect")
+            .query_pairs()
+            .find(|(k, _)| k == "code")
+            .map(|(_, v)| v.into_owned())
+            .expect("a code");
+        self.http
+            .post(format!(
+                "{}/oauth.v2.access",
+                self.slack.api_url().trim_end_matches('/')
+            ))
+            .basic_auth(&self.slack.client_id, Some(&self.slack.client_secret))
+            .form(&[
+                ("code", code.as_str()),
+                ("redirect_uri", &self.slack.redirect_uri),
+            ])
+            .send()
+            .await
+            .expect("exchange")
+            .json()
+            .await
+            .expect("json")
+    }
+
+    /// A Slack owner opening `link` in headless Chromium and clicking Allow: the page the
+    /// operator answers with.
+    pub async fn approve_in_browser(&self, link: &str) -> BrowserPage {
+        use fantoccini::Locator;
+        let browser = support::Browser::start().await;
+        let client = &browser.client;
+        client
+            .goto(link)
+            .await
+            .expect("open the authorization link");
+        client
+            .find(Locator::Id("allow"))
+            .await
+            .expect("Slack's Allow button")
+            .click()
+            .await
+            .expect("click Allow");
+        let heading = client
+            .wait()
+            .at_most(Duration::from_secs(30))
+            .for_element(Locator::Id("title"))
+            .await
+            .expect("a page")
+            .text()
+            .await
+            .expect("title text");
+        let text = client
+            .find(Locator::Css("body"))
+            .await
+            .expect("body")
+            .text()
+            .await
+            .expect("text");
+        let url = client.current_url().await.expect("url").to_string();
+        browser.close().await;
+        BrowserPage { heading, text, url }
     }
 
     /// Allow, then follow the redirect.
