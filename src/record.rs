@@ -353,10 +353,15 @@ impl TokenRecord {
         next
     }
 
+    /// The tokens new approvals replaced that are not revoked yet.
+    pub fn retired_tokens(&self) -> Vec<SecretString> {
+        self.retired.iter().map(|r| r.token.clone()).collect()
+    }
+
     /// Every token of the record Slack may still accept.
     pub fn live_tokens(&self) -> Vec<SecretString> {
         std::iter::once(self.access_token.clone())
-            .chain(self.retired.iter().map(|r| r.token.clone()))
+            .chain(self.retired_tokens())
             .collect()
     }
 

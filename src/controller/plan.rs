@@ -859,15 +859,12 @@ mod tests {
         }
     }
 
-    fn run(
-        grant: &SlackOAuthGrant,
-        client_secret: ClientSecret,
-        token_secret: TokenSecret,
-    ) -> Plan {
-        decide(&Inputs {
+    /// A grant with a client Secret and nothing else: each test changes what it is about.
+    fn inputs(grant: &SlackOAuthGrant) -> Inputs<'_> {
+        Inputs {
             grant,
-            client_secret,
-            token_secret,
+            client_secret: ClientSecret::Present,
+            token_secret: TokenSecret::Absent,
             adoption: Adoption::NotAsked,
             held: None,
             rollout: None,
@@ -877,23 +874,27 @@ mod tests {
             now: now(),
             require_team_id: false,
             authorization_ttl: Duration::from_secs(3600),
+        }
+    }
+
+    fn run(
+        grant: &SlackOAuthGrant,
+        client_secret: ClientSecret,
+        token_secret: TokenSecret,
+    ) -> Plan {
+        decide(&Inputs {
+            client_secret,
+            token_secret,
+            ..inputs(grant)
         })
     }
 
     fn run_holding(grant: &SlackOAuthGrant, client_secret: ClientSecret, held: Held) -> Plan {
         decide(&Inputs {
-            grant,
             client_secret,
             token_secret: TokenSecret::Managed,
-            adoption: Adoption::NotAsked,
             held: Some(held),
-            rollout: None,
-            ping_federate: None,
-            provisioning: None,
-            token_check: TokenCheck::Unchecked,
-            now: now(),
-            require_team_id: false,
-            authorization_ttl: Duration::from_secs(3600),
+            ..inputs(grant)
         })
     }
 
@@ -1107,18 +1108,9 @@ mod tests {
         let g = grant(json!(null));
         let with = |adoption: Adoption| {
             decide(&Inputs {
-                grant: &g,
-                client_secret: ClientSecret::Present,
                 token_secret: TokenSecret::Foreign,
                 adoption,
-                held: None,
-                rollout: None,
-                ping_federate: None,
-                provisioning: None,
-                token_check: TokenCheck::Unchecked,
-                now: now(),
-                require_team_id: false,
-                authorization_ttl: Duration::from_secs(3600),
+                ..inputs(&g)
             })
         };
         let refused = with(Adoption::Refused(
@@ -1339,18 +1331,8 @@ mod tests {
 
     fn plan_with(grant: &SlackOAuthGrant, require_team_id: bool) -> Plan {
         decide(&Inputs {
-            grant,
-            client_secret: ClientSecret::Present,
-            token_secret: TokenSecret::Absent,
-            adoption: Adoption::NotAsked,
-            held: None,
-            rollout: None,
-            ping_federate: None,
-            provisioning: None,
-            token_check: TokenCheck::Unchecked,
-            now: now(),
             require_team_id,
-            authorization_ttl: Duration::from_secs(3600),
+            ..inputs(grant)
         })
     }
 
@@ -1359,18 +1341,10 @@ mod tests {
         let token = held(None);
         let g = grant(json!(null));
         let revoked = decide(&Inputs {
-            grant: &g,
-            client_secret: ClientSecret::Present,
             token_secret: TokenSecret::Managed,
-            adoption: Adoption::NotAsked,
             held: Some(token.clone()),
-            rollout: None,
-            ping_federate: None,
-            provisioning: None,
             token_check: TokenCheck::Revoked,
-            now: now(),
-            require_team_id: false,
-            authorization_ttl: Duration::from_secs(3600),
+            ..inputs(&g)
         });
         assert_eq!(ready(&revoked).reason, reasons::TOKEN_REVOKED);
         assert!(revoked.status.authorization_url.is_some(), "a fresh link");

@@ -439,11 +439,7 @@ async fn retire(
     switched: bool,
 ) -> (Held, Option<Duration>) {
     let due = if switched {
-        held.record
-            .retired
-            .iter()
-            .map(|r| r.token.clone())
-            .collect()
+        held.record.retired_tokens()
     } else {
         held.record.retired_due(now)
     };
@@ -501,12 +497,7 @@ pub fn to_revoke_on_delete(
 ) -> Vec<SecretString> {
     match held {
         Some(held) if revoke => held.record.live_tokens(),
-        Some(held) => held
-            .record
-            .retired
-            .iter()
-            .map(|r| r.token.clone())
-            .collect(),
+        Some(held) => held.record.retired_tokens(),
         None if revoke => consumer
             .filter(|s| manages(s, grant))
             .and_then(|s| token_in(s, &grant.spec.secret.key))
