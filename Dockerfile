@@ -1,13 +1,40 @@
 # syntax=docker/dockerfile:1
+# The operator image: `make image` builds it (hack/image.sh) and writes an OCI archive.
+#
+# The base images are the upstream ones by default. Where no registry is reachable (this
+# project's own machines and CI), `make image IMAGE_BASES=stand-in` passes local stand-ins made
+# from Debian packages by hack/image-bases.sh instead. The stand-in build stage carries the
+# host's rustup toolchain (Debian's rustc, 1.63, is far older than kube 5 needs, 1.89) rather than
+# this file taking a binary built on the host: the image is then built from source by this file,
+# stage for stage, whichever bases it gets, and the test that builds it checks this file.
+ARG BUILD_IMAGE=rust:1.95.0-slim-bookworm
+ARG RUNTIME_IMAGE=gcr.io/distroless/cc-debian12:nonroot
+
 # Build: the same command and profile as `make build` (cargo build --locked --release).
-FROM rust:1.95.0-slim-bookworm AS build
+FROM ${BUILD_IMAGE} AS build
 WORKDIR /src
+
+# Dependencies first, in a layer of their own, built from the manifests alone: a change to the
+# operator's sources reuses it. The workspace has two members, so both manifests are needed for
+# cargo to load it; empty targets stand in for the sources (the emulator is never built here).
 COPY Cargo.toml Cargo.lock ./
+COPY crates/slack-emulator/Cargo.toml crates/slack-emulator/
+RUN mkdir -p src/bin crates/slack-emulator/src/bin \
+    && echo 'fn main() {}' > src/main.rs \
+    && touch src/lib.rs crates/slack-emulator/src/lib.rs \
+    && echo 'fn main() {}' > crates/slack-emulator/src/bin/slack-emulator.rs \
+    && cargo build --locked --release --bin slack-oauth-operator \
+    && rm -rf src
+
+# The operator itself. COPY keeps the files' modification times, which may be older than the
+# placeholder build above: touch them so cargo rebuilds the crate instead of reusing the
+# placeholder.
 COPY src ./src
-RUN cargo build --locked --release --bin slack-oauth-operator
+RUN find src -type f -exec touch {} + \
+    && cargo build --locked --release --bin slack-oauth-operator
 
 # Runtime: distroless, no shell, non-root numeric UID.
-FROM gcr.io/distroless/cc-debian12:nonroot
+FROM ${RUNTIME_IMAGE}
 COPY --from=build /src/target/release/slack-oauth-operator /usr/local/bin/slack-oauth-operator
 USER 65532:65532
 EXPOSE 8080 8081

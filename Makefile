@@ -7,7 +7,7 @@ CHART_CRD_FILE := charts/slack-oauth-operator/templates/crd.yaml
 
 include hack/Makefile.cluster.mk
 
-.PHONY: help run test test-unit lint fmt generate build
+.PHONY: help run test test-unit lint fmt generate build image
 
 help: ## List the targets.
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -37,6 +37,11 @@ generate: ## Regenerate the CRD under crds/ and in the Helm chart from src/api.r
 build: ## The release binary, built as the Dockerfile builds it.
 	cargo build --locked --release --bin slack-oauth-operator
 
-cluster-up: ## Start the local control plane (idempotent).
+# IMAGE_BASES=stand-in where no image registry is reachable; IMAGE, IMAGE_TAG, IMAGE_ARCHIVE
+# name the result (hack/image.sh).
+image: ## The operator image (podman), written as an OCI archive under target/image/.
+	@hack/image.sh
+
+cluster-up: ## Start the local control plane (idempotent); CLUSTER_NODE=1 adds a real node.
 cluster-down: ## Stop the local control plane; no process is left behind.
 cluster-env: ## Print `export KUBECONFIG=...` for the local control plane.

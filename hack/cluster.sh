@@ -1,15 +1,22 @@
 #!/usr/bin/env bash
 # A local Kubernetes control plane (etcd, kube-apiserver, kube-controller-manager) for the
 # operator's integration tests, run as plain background processes: our machines have no container
-# engine, so kind/k3d are out. There are no nodes and no kubelet, so pods never run; what the tests
-# need is a real API server (RBAC, TokenRequest, audit log) and the controllers that make garbage
-# collection and namespace deletion work.
+# engine, so kind/k3d are out. By default there are no nodes and no kubelet, so pods never run;
+# what most tests need is a real API server (RBAC, TokenRequest, audit log) and the controllers
+# that make garbage collection and namespace deletion work.
+#
+# With CLUSTER_NODE=1, `up` also starts a real node (hack/node.sh: containerd, kubelet, kube-proxy,
+# kube-scheduler in a network namespace of their own), and the API server then listens on the host
+# end of the node's veth instead of 127.0.0.1, so that the kubelet and pods (through the
+# `kubernetes` Service) reach it. `down` stops the node too, whatever CLUSTER_NODE says.
 #
 # Usage: hack/cluster.sh up|down|env|status|stop-apiserver|start-apiserver
 # State lives in CLUSTER_DIR (default <repo>/.cluster/local):
 #   kubeconfig, env           admin kubeconfig and `export KUBECONFIG=...` to source
 #   pki/                      CA, apiserver serving cert, service-account key pair
-#   ports.env                 the loopback ports chosen at `up` (start-apiserver reuses them)
+#   ports.env                 the ports chosen at `up`, the API server's address, and whether
+#                             there is a node (start-apiserver reuses them)
+#   node/                     the node's state, with CLUSTER_NODE=1 (see hack/node.sh)
 #   audit.log                 JSON audit log, Metadata level: every write, and the reads of
 #                             secrets and slackoauthgrants
 #   logs/                     one log per component; *.pid: their process ids
@@ -35,6 +42,13 @@ context_name="slack-oauth-operator-local"
 service_cidr="10.0.0.0/24"
 first_service_ip="10.0.0.1"
 sa_issuer="https://kubernetes.default.svc.cluster.local"
+
+# 1: start a node with the control plane (hack/node.sh).
+with_node="${CLUSTER_NODE:-}"
+[[ "$with_node" == "" || "$with_node" == 0 || "$with_node" == 1 ]] || { echo "cluster: error: CLUSTER_NODE must be 1 or 0, not '$with_node'" >&2; exit 2; }
+[[ "$with_node" == 1 ]] || with_node=""
+# Where the API server listens: loopback, or with a node the host end of the node's veth.
+APISERVER_ADDRESS=127.0.0.1
 
 # Order matters: started in this order, stopped in the reverse.
 components=(etcd kube-apiserver kube-controller-manager)
@@ -183,11 +197,13 @@ gen_pki() {
 
     # The in-cluster names and the first service IP are there so a client that talks to the
     # apiserver through "kubernetes.default.svc" (as in-cluster configs do) verifies it too.
+    local extra_san=""
+    [[ "$APISERVER_ADDRESS" == 127.0.0.1 ]] || extra_san=",IP:$APISERVER_ADDRESS"
     cat >apiserver.ext <<EOF
 basicConstraints=CA:FALSE
 keyUsage=critical,digitalSignature,keyEncipherment
 extendedKeyUsage=serverAuth
-subjectAltName=IP:127.0.0.1,DNS:localhost,IP:$first_service_ip,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local
+subjectAltName=IP:127.0.0.1,DNS:localhost,IP:$first_service_ip,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local$extra_san
 EOF
     openssl req -new -newkey rsa:2048 -nodes -keyout apiserver.key -out apiserver.csr \
       -subj "/CN=kube-apiserver" 2>/dev/null
@@ -214,7 +230,7 @@ kind: Config
 clusters:
 - name: $context_name
   cluster:
-    server: https://127.0.0.1:$APISERVER_PORT
+    server: https://$APISERVER_ADDRESS:$APISERVER_PORT
     certificate-authority-data: $ca_data
 users:
 - name: $user
@@ -258,6 +274,8 @@ EOF
 
 load_ports() {
   [[ -f "$ports_file" ]] || die "$ports_file missing: run 'hack/cluster.sh up' first"
+  APISERVER_ADDRESS=127.0.0.1
+  NODE=""
   # shellcheck source=/dev/null
   source "$ports_file"
 }
@@ -291,10 +309,15 @@ start_etcd() {
 #   --shutdown-send-retry-after=true: on TERM the apiserver otherwise waits up to its 60 s
 #     request timeout for open watches (the controller-manager's, the operator's) before it
 #     exits; with this it answers 429 until the short requests drain, then exits after ~2 s.
+# With a node, the API server binds the host end of the node's veth instead, and keeps the default
+# endpoint reconciler: pods reach it through the "kubernetes" Service, whose endpoint is then that
+# address. It reaches the kubelet (logs, exec) by the node's InternalIP, as no DNS knows the node.
 start_apiserver() {
+  local node_flags=(--endpoint-reconciler-type=none)
+  [[ -z "${NODE:-}" ]] || node_flags=(--kubelet-preferred-address-types=InternalIP)
   spawn kube-apiserver "$logs/kube-apiserver.log" "$BIN/kube-apiserver" \
-    --bind-address=127.0.0.1 \
-    --advertise-address=127.0.0.1 \
+    --bind-address="$APISERVER_ADDRESS" \
+    --advertise-address="$APISERVER_ADDRESS" \
     --secure-port="$APISERVER_PORT" \
     --etcd-servers="http://127.0.0.1:$ETCD_CLIENT_PORT" \
     --tls-cert-file="$pki/apiserver.crt" \
@@ -311,7 +334,7 @@ start_apiserver() {
     --audit-policy-file="$cluster_dir/audit-policy.yaml" \
     --audit-log-path="$cluster_dir/audit.log" \
     --audit-log-format=json \
-    --endpoint-reconciler-type=none \
+    "${node_flags[@]}" \
     --shutdown-send-retry-after=true \
     --cert-dir="$cluster_dir/apiserver-certs"
 }
@@ -340,7 +363,7 @@ admin_token() { cat "$cluster_dir/admin.token"; }
 api_get() {
   curl -fsS --max-time 3 --cacert "$pki/ca.crt" \
     -H "Authorization: Bearer $(admin_token)" \
-    "https://127.0.0.1:$APISERVER_PORT$1" -o /dev/null 2>/dev/null
+    "https://$APISERVER_ADDRESS:$APISERVER_PORT$1" -o /dev/null 2>/dev/null
 }
 
 apiserver_ready() { api_get /readyz; }
@@ -382,8 +405,13 @@ all_running() {
   for name in "${components[@]}"; do live_pid "$name" >/dev/null || return 1; done
 }
 
+# A node of this cluster, whether or not CLUSTER_NODE is set now.
+has_node() { [[ -f "$cluster_dir/node/network.env" || -n "$(ls "$cluster_dir"/node/*.pid 2>/dev/null)" ]]; }
+
 do_down() {
   local i name pid
+  # The node first, while the API server still answers its drain.
+  if has_node; then "$here/node.sh" stop; fi
   # Reverse start order: clients before the apiserver before etcd, so nothing hangs on a peer
   # that is already gone.
   for ((i = ${#components[@]} - 1; i >= 0; i--)); do
@@ -395,6 +423,7 @@ do_down() {
     done
   done
   rm -rf "$etcd_data"
+  if has_node; then "$here/node.sh" network-down; fi
 }
 
 cmd_up() {
@@ -402,8 +431,8 @@ cmd_up() {
   start="$(now_ms)"
   if [[ -f "$ports_file" ]] && all_running; then
     load_ports
-    if apiserver_ready; then
-      log "already running at https://127.0.0.1:$APISERVER_PORT ($cluster_dir)"
+    if apiserver_ready && [[ "${NODE:-}" == "$with_node" ]] && { [[ -z "$with_node" ]] || "$here/node.sh" status >/dev/null 2>&1; }; then
+      log "already running at https://$APISERVER_ADDRESS:$APISERVER_PORT ($cluster_dir)"
       return 0
     fi
   fi
@@ -423,7 +452,13 @@ cmd_up() {
   ports="$(pick_ports)"
   read -r ETCD_CLIENT_PORT ETCD_PEER_PORT APISERVER_PORT KCM_PORT <<<"$ports"
   [[ -n "${KCM_PORT:-}" ]] || die "could not pick free loopback ports (got '$ports')"
-  ports="ETCD_CLIENT_PORT=$ETCD_CLIENT_PORT ETCD_PEER_PORT=$ETCD_PEER_PORT APISERVER_PORT=$APISERVER_PORT KCM_PORT=$KCM_PORT"
+  NODE="$with_node"
+  if [[ -n "$NODE" ]]; then
+    "$here/node.sh" network-up
+    APISERVER_ADDRESS="$(awk -F= '$1=="NODE_HOST_IP"{print $2}' "$cluster_dir/node/network.env")"
+    [[ -n "$APISERVER_ADDRESS" ]] || die "node.sh network-up wrote no NODE_HOST_IP"
+  fi
+  ports="ETCD_CLIENT_PORT=$ETCD_CLIENT_PORT ETCD_PEER_PORT=$ETCD_PEER_PORT APISERVER_PORT=$APISERVER_PORT KCM_PORT=$KCM_PORT APISERVER_ADDRESS=$APISERVER_ADDRESS NODE=$NODE"
   tr ' ' '\n' <<<"$ports" >"$ports_file"
 
   gen_pki
@@ -452,7 +487,7 @@ cmd_up() {
   start_etcd
   wait_for "etcd /health" etcd etcd_healthy
 
-  log "starting kube-apiserver on https://127.0.0.1:$APISERVER_PORT"
+  log "starting kube-apiserver on https://$APISERVER_ADDRESS:$APISERVER_PORT"
   start_apiserver
   wait_for "kube-apiserver /readyz" kube-apiserver apiserver_ready
 
@@ -462,9 +497,11 @@ cmd_up() {
   # controller-manager: seeing the latter proves the controllers are running.
   wait_for "service account default/default (kube-controller-manager)" kube-controller-manager default_sa_exists
 
+  if [[ -n "$NODE" ]]; then "$here/node.sh" start; fi
+
   up_done=1
   echo "export KUBECONFIG=$kubeconfig" >"$cluster_dir/env"
-  log "up in $(awk -v ms="$(($(now_ms) - start))" 'BEGIN { printf "%.1f", ms / 1000 }')s: https://127.0.0.1:$APISERVER_PORT"
+  log "up in $(awk -v ms="$(($(now_ms) - start))" 'BEGIN { printf "%.1f", ms / 1000 }')s: https://$APISERVER_ADDRESS:$APISERVER_PORT${NODE:+, with node $(awk -F= '$1=="NODE_NAME"{print $2}' "$cluster_dir/node/network.env")}"
   log "use: export KUBECONFIG=$kubeconfig"
 }
 
@@ -490,11 +527,12 @@ cmd_status() {
   if [[ -f "$ports_file" ]]; then
     load_ports
     if apiserver_ready; then
-      printf '%-24s ok (https://127.0.0.1:%s)\n' "readyz" "$APISERVER_PORT"
+      printf '%-24s ok (https://%s:%s)\n' "readyz" "$APISERVER_ADDRESS" "$APISERVER_PORT"
     else
-      printf '%-24s not ready (https://127.0.0.1:%s)\n' "readyz" "$APISERVER_PORT"
+      printf '%-24s not ready (https://%s:%s)\n' "readyz" "$APISERVER_ADDRESS" "$APISERVER_PORT"
       rc=1
     fi
+    if [[ -n "${NODE:-}" ]]; then "$here/node.sh" status || rc=1; fi
   fi
   printf '%-24s %s\n' "kubeconfig" "$kubeconfig"
   return "$rc"
@@ -514,7 +552,7 @@ cmd_start_apiserver() {
     log "kube-apiserver already running (pid $pid)"
   else
     bin_dir
-    log "starting kube-apiserver on https://127.0.0.1:$APISERVER_PORT"
+    log "starting kube-apiserver on https://$APISERVER_ADDRESS:$APISERVER_PORT"
     start_apiserver
   fi
   wait_for "kube-apiserver /readyz" kube-apiserver apiserver_ready
