@@ -15,14 +15,14 @@ FROM ${BUILD_IMAGE} AS build
 WORKDIR /src
 
 # Dependencies first, in a layer of their own, built from the manifests alone: a change to the
-# operator's sources reuses it. The workspace has two members, so both manifests are needed for
-# cargo to load it; empty targets stand in for the sources (the emulator is never built here).
+# operator's sources reuses it. Cargo loads every workspace member to read the workspace, so the
+# context holds each member's manifest (crates/*/Cargo.toml, see .dockerignore) but none of their
+# sources, which this build never compiles. Empty targets stand in for the operator's own sources.
 COPY Cargo.toml Cargo.lock ./
-COPY crates/slack-emulator/Cargo.toml crates/slack-emulator/
-RUN mkdir -p src/bin crates/slack-emulator/src/bin \
+COPY crates ./crates
+RUN mkdir -p src \
     && echo 'fn main() {}' > src/main.rs \
-    && touch src/lib.rs crates/slack-emulator/src/lib.rs \
-    && echo 'fn main() {}' > crates/slack-emulator/src/bin/slack-emulator.rs \
+    && touch src/lib.rs \
     && cargo build --locked --release --bin slack-oauth-operator \
     && rm -rf src
 

@@ -30,6 +30,11 @@ async fn helm_uninstall_keeps_the_crd_and_every_grant_with_its_token_secret() {
         .token("slack-token", Duration::from_secs(30))
         .await
         .expect("the token");
+    // The callback writes the Secret before the grant's status: uninstall once both are written.
+    crate::support::wait_for_grant_within(&r.grants, "scim", Duration::from_secs(30), |g| {
+        crate::support::ready_reason(g).as_deref() == Some("Authorized")
+    })
+    .await;
 
     r.helm("uninstall", &["--wait", "--timeout", "120s"]).await;
 
