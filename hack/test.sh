@@ -48,9 +48,13 @@ source "$CLUSTER_DIR/env"
 rm -rf "$target/tmp/secrets" "$target/tmp/operator-logs"
 output="$target/test-output.log"
 
+# no_crd:: needs a control plane that has never had the CRD, so it goes first.
+step "run the test that needs a control plane without the CRD"
+cargo test --locked --test cluster -- --include-ignored no_crd:: 2>&1 | tee "$output"
+
 # pods:: (tests/node) needs the cluster with a node, below.
 step "run every test except the API server outage, the flood and the node's"
-cargo test --locked --workspace -- --include-ignored --skip outage:: --skip hardening::forged_state_flood --skip pods:: 2>&1 | tee "$output"
+cargo test --locked --workspace -- --include-ignored --skip no_crd:: --skip outage:: --skip hardening::forged_state_flood --skip pods:: 2>&1 | tee -a "$output"
 
 # The outage tests stop and start the API server, so nothing else may run beside them; the flood
 # measures latency, which other tests on the same two cores would distort.

@@ -14,6 +14,10 @@ use serde::{Deserialize, Serialize};
 
 /// The API group of every resource this operator serves.
 pub const GROUP: &str = "slack-oauth-operator.io";
+/// The CRD's served version.
+pub const VERSION: &str = "v1alpha1";
+/// The resource's plural name: the CRD is `<PLURAL>.<GROUP>`.
+pub const PLURAL: &str = "slackoauthgrants";
 /// The field manager the operator's writes are recorded under (`metadata.managedFields`).
 pub const FIELD_MANAGER: &str = "slack-oauth-operator";
 
@@ -37,6 +41,15 @@ const SECRET_KEY_MESSAGE: &str =
 // `incoming-webhook`, `remote_files:read`, ...
 const SCOPES_RULE: &str = "self.all(s, s.matches('^[a-z][a-z0-9_.-]*(:[a-z][a-z0-9_.-]*)?$'))";
 const SCOPES_MESSAGE: &str = "every scope must be a Slack scope name such as 'admin', 'chat:write' or 'users:read.email' (lowercase, no spaces or commas)";
+/// Scopes Slack grants to user tokens only, refused in `botScopes`: `admin` (the SCIM scope,
+/// docs.slack.dev/reference/scopes/admin, a user scope in the node SDK's manifest types), and
+/// Sign in with Slack's `openid`, `email` and `profile` (docs.slack.dev, "Sign in with Slack":
+/// user scopes) with their legacy `identity.*` forms (users.identity takes user tokens only).
+const ADMIN_BOT_SCOPE_RULE: &str = "!('admin' in self)";
+const ADMIN_BOT_SCOPE_MESSAGE: &str =
+    "admin can be granted to a user token only: move it from botScopes to userScopes";
+const SIGN_IN_BOT_SCOPES_RULE: &str = "!self.exists(s, s in ['openid', 'email', 'profile', 'identity.basic', 'identity.email', 'identity.avatar', 'identity.team'])";
+const SIGN_IN_BOT_SCOPES_MESSAGE: &str = "openid, email, profile and identity.* are Sign in with Slack scopes, granted to user tokens only: move them from botScopes to userScopes";
 
 // Kubernetes' rules for label and annotation keys (an optional DNS-subdomain prefix and a name of
 // at most 63 characters) and label values, so that every grant the API server accepts can have
@@ -68,6 +81,7 @@ const RESERVED_KEYS_MESSAGE: &str =
     kind = "SlackOAuthGrant",
     plural = "slackoauthgrants",
     shortname = "slackgrant",
+    shortname = "slackgrants",
     shortname = "sog",
     category = "slack",
     namespaced,
@@ -80,6 +94,12 @@ const RESERVED_KEYS_MESSAGE: &str =
         json_path = ".status.conditions[?(@.type==\"Ready\")].status"
     ),
     printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
+    printcolumn(
+        name = "Reason",
+        type_ = "string",
+        description = "Why the grant is in its phase now",
+        json_path = ".status.reason"
+    ),
     printcolumn(
         name = "Team",
         type_ = "string",
@@ -138,9 +158,12 @@ pub struct SlackOAuthGrantSpec {
     #[schemars(length(max = 100), inner(length(min = 1, max = 100)))]
     pub user_scopes: Vec<String>,
 
-    /// Bot token scopes to request (Slack's `scope`). Empty by default.
+    /// Bot token scopes to request (Slack's `scope`). Empty by default. User-only scopes (`admin`,
+    /// `openid`, `email`, `profile`, `identity.*`) are refused: they belong in `userScopes`.
     #[serde(default)]
     #[x_kube(validation = Rule::new(SCOPES_RULE).message(SCOPES_MESSAGE))]
+    #[x_kube(validation = Rule::new(ADMIN_BOT_SCOPE_RULE).message(ADMIN_BOT_SCOPE_MESSAGE))]
+    #[x_kube(validation = Rule::new(SIGN_IN_BOT_SCOPES_RULE).message(SIGN_IN_BOT_SCOPES_MESSAGE))]
     #[x_kube(merge_strategy = ListMerge::Set)]
     #[schemars(length(max = 100), inner(length(min = 1, max = 100)))]
     pub bot_scopes: Vec<String>,
@@ -444,9 +467,15 @@ pub enum Phase {
 pub struct SlackOAuthGrantStatus {
     /// Where the grant is: `AwaitingAuthorization` (a Slack owner has to open `authorizationURL`),
     /// `Ready` (the token is in the Secret) or `Failed` (it cannot progress until something
-    /// changes; the `Ready` condition says what).
+    /// changes, or the last approval failed and nobody has acted since; `reason` says what).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub phase: Option<Phase>,
+
+    /// Why the grant is in its phase now: the reason of the `Ready` condition, or, while a
+    /// working token keeps `Ready` `True`, that of `AuthorizationPending` when a new approval is
+    /// pending or its last attempt failed. `kubectl get` shows it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 
     /// The link a Slack Workspace or Org Owner opens to approve the grant. It stops working at
     /// `authorizationExpiresAt`, when the operator publishes a new one.

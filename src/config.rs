@@ -176,6 +176,10 @@ pub enum Error {
     InvalidStateKeySecret(String),
     #[error("failed to accept --public-url {0:?}: it must not carry a query or fragment")]
     PublicUrlWithQuery(String),
+    #[error(
+        "failed to accept --public-url {0:?}: give the URL the callback path is under, without /oauth/callback (the operator adds it)"
+    )]
+    PublicUrlWithCallbackPath(String),
     #[error("failed to accept --authorization-ttl: it must be between 5 seconds and 7 days")]
     AuthorizationTtlOutOfRange,
     #[error("failed to accept --token-check-interval: it must be between 1 second and 7 days")]
@@ -196,6 +200,13 @@ impl Flags {
         let public = parse_base_url("public-url", &self.public_url)?;
         if public.query().is_some() || public.fragment().is_some() {
             return Err(Error::PublicUrlWithQuery(self.public_url));
+        }
+        if public
+            .path()
+            .trim_end_matches('/')
+            .ends_with(&format!("/{CALLBACK_PATH}"))
+        {
+            return Err(Error::PublicUrlWithCallbackPath(self.public_url));
         }
         let redirect_uri = join(&public, CALLBACK_PATH, "public-url", &self.public_url)?;
         let slack = parse_base_url("slack-url", &self.slack_url)?;
@@ -464,6 +475,8 @@ mod tests {
             "slack-oauth.example.com",
             "ftp://example.com",
             "https://example.com/?a=b",
+            "https://example.com/oauth/callback",
+            "https://example.com/slack/oauth/callback/",
         ] {
             assert!(
                 flags(&["--public-url", bad]).validate().is_err(),

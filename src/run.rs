@@ -112,7 +112,11 @@ pub async fn run(
         redirect_uri = %config.redirect_uri,
         "serving"
     );
-    readiness.set_ready();
+    tokio::spawn(ready_once_the_crd_is_served(
+        client.clone(),
+        readiness.clone(),
+        shutdown.clone(),
+    ));
 
     let admin = tokio::spawn(admin::serve(
         admin_listener,
@@ -147,6 +151,53 @@ pub async fn run(
     }
     stop(&shutdown, callbacks, custody, admin).await;
     Ok(())
+}
+
+/// How often the CRD is looked for while it is not installed.
+const CRD_RECHECK: Duration = Duration::from_secs(5);
+/// How often its absence is logged again.
+const CRD_MISSING_LOG_EVERY: Duration = Duration::from_secs(60);
+
+/// Marks the operator ready once the API server serves SlackOAuthGrants: without the CRD no grant
+/// can exist, so no callback could succeed and no pod should take traffic. Until then it says, in
+/// words, what is missing and how to install it. Discovery is readable by every authenticated
+/// client, so this needs no extra permission.
+async fn ready_once_the_crd_is_served(
+    client: Client,
+    readiness: Readiness,
+    shutdown: CancellationToken,
+) {
+    let group_version = format!("{}/{}", crate::api::GROUP, crate::api::VERSION);
+    let mut logged: Option<tokio::time::Instant> = None;
+    loop {
+        let served = match client.list_api_group_resources(&group_version).await {
+            Ok(list) => Ok(list.resources.iter().any(|r| r.name == crate::api::PLURAL)),
+            Err(kube::Error::Api(status)) if status.code == 404 => Ok(false),
+            Err(error) => Err(error),
+        };
+        match served {
+            Ok(true) => {
+                info!("the SlackOAuthGrant CRD is served; ready");
+                readiness.set_ready();
+                return;
+            }
+            Ok(false) if logged.is_none_or(|at| at.elapsed() >= CRD_MISSING_LOG_EVERY) => {
+                error!(
+                    crd = %format!("{}.{}", crate::api::PLURAL, crate::api::GROUP),
+                    "the SlackOAuthGrant CRD is not installed, so there are no grants to serve and /readyz stays not ready: install it with the Helm chart (crds.enabled=true) or `kubectl apply --server-side -f crds/`"
+                );
+                logged = Some(tokio::time::Instant::now());
+            }
+            Ok(false) => {}
+            Err(error) => {
+                warn!(error = %error, "failed to ask the API server whether the SlackOAuthGrant CRD is installed; retrying")
+            }
+        }
+        tokio::select! {
+            () = tokio::time::sleep(CRD_RECHECK) => {}
+            () = shutdown.cancelled() => return,
+        }
+    }
 }
 
 /// The callback server's state: its own Kubernetes client (with timeouts), Slack, the key.

@@ -605,6 +605,15 @@ fn conclude(seen: &Seen<'_>, plan: &mut Plan, verdict: Verdict, pending: Option<
         });
     }
     let pending = authorization_pending(seen, plan, &ready, pending);
+    let explains = if ready.status == "True" && pending.status == "True" {
+        &pending
+    } else {
+        &ready
+    };
+    plan.status.reason = Some(explains.reason.clone());
+    if ready.status == "False" && failed_attempt(&ready.reason) {
+        plan.status.phase = Some(Phase::Failed);
+    }
     let pinned = team_pinned(seen, &mut plan.events);
     let restored = match seen.inputs.held.as_ref().and_then(|h| h.restored) {
         Some(reason) => {
@@ -654,6 +663,13 @@ fn conclude(seen: &Seen<'_>, plan: &mut Plan, verdict: Verdict, pending: Option<
     .into_iter()
     .flatten()
     .collect();
+}
+
+/// Whether `reason` on `Ready` means the last approval failed and nobody has acted since: a
+/// failure kept for the spec it happened with (a spec change clears it). A cancel in Slack
+/// (`AccessDenied`) is the owner's choice, not a failure.
+fn failed_attempt(reason: &str) -> bool {
+    reason != reasons::ACCESS_DENIED && reasons::ATTEMPT_FAILURES.contains(&reason)
 }
 
 /// `ProvisioningReady`, from SCIM's last answer (kept as it was while nothing new was asked),
@@ -1101,6 +1117,16 @@ mod tests {
         let pending = condition(&plan, conditions::AUTHORIZATION_PENDING);
         assert_eq!(pending.reason, reasons::ACCESS_DENIED);
         assert!(plan.status.authorization_url.is_some(), "a fresh link");
+        assert_eq!(
+            plan.status.phase,
+            Some(Phase::Ready),
+            "the token still works"
+        );
+        assert_eq!(
+            plan.status.reason.as_deref(),
+            Some(reasons::ACCESS_DENIED),
+            "kubectl get shows the pending approval's story, not Ready's"
+        );
     }
 
     #[test]
@@ -1210,6 +1236,47 @@ mod tests {
         assert_eq!(ready(&plan).reason, reasons::ACCESS_DENIED);
         assert_eq!(ready(&plan).message, "The Slack owner declined.");
         assert!(plan.status.authorization_url.is_some());
+        assert_eq!(
+            plan.status.phase,
+            Some(Phase::AwaitingAuthorization),
+            "a cancel is the owner's choice, not a failure"
+        );
+        assert_eq!(plan.status.reason.as_deref(), Some(reasons::ACCESS_DENIED));
+    }
+
+    #[test]
+    fn a_failed_attempt_leaves_the_grant_failed_until_someone_acts() {
+        let failed = |generation: i64| {
+            json!({ "conditions": [{ "type": "Ready", "status": "False", "reason": "BadClientSecret",
+                "message": "Slack refused the client secret.", "lastTransitionTime": "2027-01-01T00:00:00Z",
+                "observedGeneration": generation }] })
+        };
+        let plan = run(
+            &grant(failed(2)),
+            ClientSecret::Present,
+            TokenSecret::Absent,
+        );
+        assert_eq!(plan.status.phase, Some(Phase::Failed));
+        assert_eq!(
+            plan.status.reason.as_deref(),
+            Some(reasons::BAD_CLIENT_SECRET)
+        );
+        assert!(
+            plan.status.authorization_url.is_some(),
+            "the owner can try again"
+        );
+
+        // A spec change is someone acting: the grant waits for an approval again.
+        let plan = run(
+            &grant(failed(1)),
+            ClientSecret::Present,
+            TokenSecret::Absent,
+        );
+        assert_eq!(plan.status.phase, Some(Phase::AwaitingAuthorization));
+        assert_eq!(
+            plan.status.reason.as_deref(),
+            Some(reasons::AWAITING_AUTHORIZATION)
+        );
     }
 
     fn exchanging(renewed_secs_ago: i64) -> serde_json::Value {

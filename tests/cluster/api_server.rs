@@ -102,6 +102,10 @@ async fn committed_crd_is_accepted_and_served() {
             .items
             .is_empty()
     );
+    // Every short name works with kubectl, as the README uses them.
+    for name in ["slackgrants", "slackgrant", "sog", "slackoauthgrants"] {
+        support::kubectl(&["get", name, "-n", &ns.name], None);
+    }
 }
 
 #[tokio::test]
@@ -226,6 +230,18 @@ fn refusals() -> Vec<Refusal> {
             change: |s| s["clientID"] = json!("xoxb-not-a-client-id"),
             field: "spec.clientID",
             says: "Client ID",
+        },
+        Refusal {
+            name: "user-only-bot-scope",
+            change: |s| s["botScopes"] = json!(["chat:write", "admin"]),
+            field: "spec.botScopes",
+            says: "admin can be granted to a user token only: move it from botScopes to userScopes",
+        },
+        Refusal {
+            name: "sign-in-scopes-as-bot-scopes",
+            change: |s| s["botScopes"] = json!(["openid", "email"]),
+            field: "spec.botScopes",
+            says: "openid, email, profile and identity.* are Sign in with Slack scopes, granted to user tokens only",
         },
         Refusal {
             name: "no-scopes",

@@ -10,6 +10,7 @@ mod flow;
 mod ha;
 mod hardening;
 mod lifecycle;
+mod no_crd;
 mod operator;
 mod opt_in;
 mod outage;

@@ -201,6 +201,32 @@ async fn wrong_client_secret_is_recorded() {
     s.wait_reason("scim", "BadClientSecret").await;
     assert!(s.token_secret().await.is_none());
     assert!(s.slack.tokens().is_empty());
+
+    // `kubectl get` tells the story: the last attempt failed, and why.
+    let started = std::time::Instant::now();
+    let line = loop {
+        let line = crate::support::kubectl(
+            &[
+                "get",
+                "slackgrants",
+                "scim",
+                "-n",
+                &s.ns.name,
+                "--no-headers",
+            ],
+            None,
+        );
+        if line.contains("Failed") || started.elapsed() > std::time::Duration::from_secs(30) {
+            break line;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    };
+    let columns: Vec<&str> = line.split_whitespace().collect();
+    assert_eq!(
+        &columns[..4],
+        ["scim", "False", "Failed", "BadClientSecret"],
+        "NAME READY PHASE REASON"
+    );
 }
 
 #[tokio::test]

@@ -85,6 +85,13 @@ impl Operator {
 
     /// Starts the operator with every setting spelled out.
     pub async fn launch(launch: Launch<'_>) -> Self {
+        let operator = Self::spawn(launch);
+        operator.wait_ready().await;
+        operator
+    }
+
+    /// Starts the operator like [`Operator::launch`], without waiting until it is ready.
+    pub fn spawn(launch: Launch<'_>) -> Self {
         let admin_port = free_port();
         let callback_port = launch.callback_port;
         let public_url = launch.public_url.map_or_else(
@@ -128,14 +135,12 @@ impl Operator {
             command.env("KUBECONFIG", kubeconfig);
         }
         let child = command.spawn().expect("start the operator");
-        let operator = Self {
+        Self {
             child,
             public_url,
             admin_url: format!("http://127.0.0.1:{admin_port}"),
             log,
-        };
-        operator.wait_ready().await;
-        operator
+        }
     }
 
     /// The operator's Prometheus metrics.
@@ -162,7 +167,8 @@ impl Operator {
         let _ = self.child.wait();
     }
 
-    async fn wait_ready(&self) {
+    /// Waits up to 30 s for `/readyz` to answer 200; panics with the log otherwise.
+    pub async fn wait_ready(&self) {
         let http = reqwest::Client::new();
         for _ in 0..300 {
             if let Ok(response) = http.get(format!("{}/readyz", self.admin_url)).send().await
