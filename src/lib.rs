@@ -14,6 +14,7 @@ pub mod crdgen;
 pub mod events;
 pub mod metrics;
 pub mod pingfederate;
+pub mod plugin;
 pub mod record;
 pub mod retry;
 pub mod run;

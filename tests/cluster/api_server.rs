@@ -165,6 +165,12 @@ async fn example_grants_apply() {
                 serde_json::from_value(document).expect("a Kubernetes object");
             let types = object.types.clone().expect("apiVersion and kind");
             let gvk = GroupVersionKind::try_from(&types).expect("group/version/kind");
+            assert_eq!(
+                gvk.kind,
+                "SlackOAuthGrant",
+                "{} holds grants only (a Secret with a placeholder would overwrite a real one)",
+                path.display()
+            );
             let (resource, _) = kube::discovery::pinned_kind(&client, &gvk)
                 .await
                 .expect("discover the kind");
@@ -184,15 +190,17 @@ async fn example_grants_apply() {
     assert_eq!(
         applied_grants,
         examples.len(),
-        "every example file holds one grant"
+        "every example file holds one grant, and nothing else"
     );
+    // No example carries a Secret: one with a placeholder would overwrite the real client Secret
+    // a user stored first (the README's order).
     let secrets = Api::<Secret>::namespaced(client.clone(), &ns.name);
     assert!(
         secrets
             .get_opt("slack-scim-app")
             .await
             .expect("read")
-            .is_some()
+            .is_none()
     );
 }
 

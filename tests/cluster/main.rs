@@ -16,6 +16,8 @@ mod opt_in;
 mod outage;
 mod outage_cost;
 mod pingfederate;
+mod plugin;
+mod readme;
 mod refusals;
 mod rollout;
 mod scenario;
