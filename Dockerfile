@@ -9,9 +9,13 @@
 # stage for stage, whichever bases it gets, and the test that builds it checks this file.
 ARG BUILD_IMAGE=rust:1.95.0-slim-bookworm
 ARG RUNTIME_IMAGE=gcr.io/distroless/cc-debian12:nonroot
+# The cargo profile: release for every image that is published; the tests pass image-test
+# (Cargo.toml: the same code, unoptimised), which builds in about half the time.
+ARG CARGO_PROFILE=release
 
 # Build: the same command and profile as `make build` (cargo build --locked --release).
 FROM ${BUILD_IMAGE} AS build
+ARG CARGO_PROFILE
 WORKDIR /src
 
 # Dependencies first, in a layer of their own, built from the manifests alone: a change to the
@@ -23,7 +27,7 @@ COPY crates ./crates
 RUN mkdir -p src \
     && echo 'fn main() {}' > src/main.rs \
     && touch src/lib.rs \
-    && cargo build --locked --release --bin slack-oauth-operator \
+    && cargo build --locked --profile "$CARGO_PROFILE" --bin slack-oauth-operator \
     && rm -rf src
 
 # The operator itself. COPY keeps the files' modification times, which may be older than the
@@ -31,11 +35,12 @@ RUN mkdir -p src \
 # placeholder.
 COPY src ./src
 RUN find src -type f -exec touch {} + \
-    && cargo build --locked --release --bin slack-oauth-operator
+    && cargo build --locked --profile "$CARGO_PROFILE" --bin slack-oauth-operator \
+    && cp "target/$CARGO_PROFILE/slack-oauth-operator" /slack-oauth-operator
 
 # Runtime: distroless, no shell, non-root numeric UID.
 FROM ${RUNTIME_IMAGE}
-COPY --from=build /src/target/release/slack-oauth-operator /usr/local/bin/slack-oauth-operator
+COPY --from=build /slack-oauth-operator /usr/local/bin/slack-oauth-operator
 USER 65532:65532
 EXPOSE 8080 8081
 ENTRYPOINT ["/usr/local/bin/slack-oauth-operator"]

@@ -4,6 +4,8 @@
 # on the last line of stdout.
 #
 # Settings (environment or `make image VAR=...`):
+#   IMAGE_PROFILE  the cargo profile (default release; the tests use image-test, the same code
+#                  unoptimised, which builds in half the time)
 #   IMAGE_BASES    upstream (default): the Dockerfile's own base images, pulled from their
 #                  registries; stand-in: local stand-ins made from Debian packages
 #                  (hack/image-bases.sh), for machines that reach no image registry, such as
@@ -31,7 +33,7 @@ archive="${IMAGE_ARCHIVE:-$target/image/slack-oauth-operator-$tag.oci.tar}"
 
 log() { echo "image: $*" >&2; }
 
-build_args=()
+build_args=(--build-arg "CARGO_PROFILE=${IMAGE_PROFILE:-release}")
 case "$bases" in
   upstream) ;;
   stand-in)

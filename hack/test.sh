@@ -13,7 +13,8 @@ cd "$repo"
 export CLUSTER_DIR="${TEST_CLUSTER_DIR:-$repo/.cluster/test}"
 # The cluster with a node (hack/node.sh), for the tests in tests/node.
 node_cluster="${TEST_NODE_CLUSTER_DIR:-$repo/.cluster/test-node}"
-trap 'hack/cluster.sh down; CLUSTER_DIR="$node_cluster" hack/cluster.sh down' EXIT
+node_builds=""
+trap '[[ -z "$node_builds" ]] || kill -- -"$node_builds" 2>/dev/null; hack/cluster.sh down; CLUSTER_DIR="$node_cluster" hack/cluster.sh down' EXIT
 
 target="${CARGO_TARGET_DIR:-$repo/target}"
 started=$(date +%s)
@@ -23,11 +24,12 @@ step "lint"
 cargo fmt --all --check
 cargo clippy --locked --workspace --all-targets -- -D warnings
 
-# The image is the release build: the Dockerfile runs `make build`'s command, here from local
-# stand-ins of its base images (no registry is reachable). tests/image.rs then runs it.
-step "lint the Dockerfile, and build the image (the release binary, as the Dockerfile builds it)"
+# The image, built by the Dockerfile from local stand-ins of its base images (no registry is
+# reachable), with the image-test profile: the release build's code, unoptimised, in half the
+# time (Cargo.toml). tests/image.rs and tests/node then run it.
+step "lint the Dockerfile, and build the image"
 "$(hack/hadolint.sh)" Dockerfile
-IMAGE_BASES=stand-in hack/image.sh >/dev/null
+IMAGE_BASES=stand-in IMAGE_PROFILE=image-test hack/image.sh >/dev/null
 
 step "build the tests"
 cargo test --locked --workspace --no-run
@@ -44,6 +46,16 @@ hack/cluster.sh up
 # shellcheck disable=SC1091
 source "$CLUSTER_DIR/env"
 
+# The node's binaries and Traefik's image build in the background, at the lowest CPU priority,
+# while the tests below run: those spend much of their time waiting on the API server and the
+# operators, and the builds take the idle cycles. A cold run saves minutes; a warm one finds
+# everything built at once. The outage tests and the flood wait for them, below.
+node_builds_log="$target/node-builds.log"
+mkdir -p "$target"
+# A process group of its own (setsid), so that the exit trap stops every build in it.
+setsid nice -n 19 bash -c 'hack/build-node.sh && hack/build-traefik.sh --oci-archive' >"$node_builds_log" 2>&1 &
+node_builds=$!
+
 # Tests record the secrets they see here, and the operators they start log here.
 rm -rf "$target/tmp/secrets" "$target/tmp/operator-logs"
 output="$target/test-output.log"
@@ -55,6 +67,15 @@ cargo test --locked --test cluster -- --include-ignored no_crd:: 2>&1 | tee "$ou
 # pods:: (tests/node) needs the cluster with a node, below.
 step "run every test except the API server outage, the flood and the node's"
 cargo test --locked --workspace -- --include-ignored --skip no_crd:: --skip outage:: --skip hardening::forged_state_flood --skip pods:: 2>&1 | tee -a "$output"
+
+step "wait for the node's and Traefik's builds"
+if ! wait "$node_builds"; then
+  node_builds=""
+  tail -n 40 "$node_builds_log" >&2
+  echo "error: building the node or Traefik failed (the whole log: $node_builds_log)" >&2
+  exit 1
+fi
+node_builds=""
 
 # The outage tests stop and start the API server, so nothing else may run beside them; the flood
 # measures latency, which other tests on the same two cores would distort.

@@ -316,7 +316,7 @@ fn notes_print_the_redirect_url_and_the_command_that_prints_the_authorization_li
             "{case}: the NOTES say how to get the authorization link:\n{notes}"
         );
         assert_eq!(
-            notes.contains("WARNING"),
+            notes.contains("WARNING: neither publicURL nor an Ingress"),
             public_url == service_url,
             "{case}: the NOTES warn exactly when browsers cannot reach the URL:\n{notes}"
         );
@@ -365,6 +365,18 @@ fn notes_print_the_redirect_url_and_the_command_that_prints_the_authorization_li
 
 /// The NOTES `helm install` prints for `values` (a client-side dry run: NOTES are not part of
 /// `helm template`'s output).
+#[test]
+fn notes_warn_while_the_image_is_the_unpublished_default() {
+    let warning = "WARNING: image.repository is the chart's default";
+    let notes = install_notes(&[]);
+    assert!(notes.contains(warning), "{notes}");
+    assert!(notes.contains("make image"), "{notes}");
+    let notes = install_notes(&set(&[
+        "image.repository=registry.example.com/platform/slack-oauth-operator",
+    ]));
+    assert!(!notes.contains(warning), "{notes}");
+}
+
 fn install_notes(values: &[String]) -> String {
     let chart = chart();
     let mut args = vec![
@@ -424,6 +436,30 @@ fn deployment_runs_two_restricted_replicas_probed_on_the_admin_port() {
     assert_eq!(flag(container, "--require-team-id"), "false");
     let pinned = render("deploy", "deploy", &set(&["requireTeamID=true"]));
     assert_eq!(flag(pinned.container(), "--require-team-id"), "true");
+
+    // The lifecycle settings reach the operator, with its own defaults unless set.
+    for (flag_name, default) in [
+        ("--token-check-interval", "1h"),
+        ("--revoke-grace", "10m"),
+        ("--slack-scim-url", "https://api.slack.com/scim/v2"),
+    ] {
+        assert_eq!(flag(container, flag_name), default, "{flag_name}");
+    }
+    let tuned = render(
+        "deploy",
+        "deploy",
+        &set(&[
+            "tokenCheckInterval=15m",
+            "revokeGrace=0s",
+            "slack.scimURL=https://api.slack-gov.com/scim/v2",
+        ]),
+    );
+    assert_eq!(flag(tuned.container(), "--token-check-interval"), "15m");
+    assert_eq!(flag(tuned.container(), "--revoke-grace"), "0s");
+    assert_eq!(
+        flag(tuned.container(), "--slack-scim-url"),
+        "https://api.slack-gov.com/scim/v2"
+    );
 
     // The probes use the admin port, which is where the operator serves /healthz and /readyz:
     // check that with a non-default port, so a hard-coded 8081 anywhere would show.
