@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 use slack_emulator::Decision;
 use slack_oauth_operator::api::SlackOAuthGrant;
 
-use crate::support::{self, Operator, TestNamespace, TestSlack};
+use crate::support::{self, BrowserPage, Operator, TestNamespace, TestSlack};
 
 pub const CLIENT_SECRET_NAME: &str = "slack-app";
 pub const TOKEN_SECRET_NAME: &str = "slack-token";
@@ -30,13 +30,6 @@ pub struct Scenario {
 
 /// What the operator's callback answered.
 #[derive(Debug)]
-/// A page as the browser showed it.
-pub struct BrowserPage {
-    pub heading: String,
-    pub text: String,
-    pub url: String,
-}
-
 pub struct Answer {
     pub status: u16,
     pub body: String,
@@ -214,39 +207,7 @@ impl Scenario {
     /// A Slack owner opening `link` in headless Chromium and clicking Allow: the page the
     /// operator answers with.
     pub async fn approve_in_browser(&self, link: &str) -> BrowserPage {
-        use fantoccini::Locator;
-        let browser = support::Browser::start().await;
-        let client = &browser.client;
-        client
-            .goto(link)
-            .await
-            .expect("open the authorization link");
-        client
-            .find(Locator::Id("allow"))
-            .await
-            .expect("Slack's Allow button")
-            .click()
-            .await
-            .expect("click Allow");
-        let heading = client
-            .wait()
-            .at_most(Duration::from_secs(30))
-            .for_element(Locator::Id("title"))
-            .await
-            .expect("a page")
-            .text()
-            .await
-            .expect("title text");
-        let text = client
-            .find(Locator::Css("body"))
-            .await
-            .expect("body")
-            .text()
-            .await
-            .expect("text");
-        let url = client.current_url().await.expect("url").to_string();
-        browser.close().await;
-        BrowserPage { heading, text, url }
+        support::approve_in_browser(link).await
     }
 
     /// Allow, then follow the redirect.

@@ -72,3 +72,49 @@ impl Drop for Browser {
         let _ = self.driver.wait();
     }
 }
+
+/// A page as the browser showed it.
+#[derive(Debug)]
+pub struct BrowserPage {
+    pub heading: String,
+    pub text: String,
+    pub url: String,
+}
+
+/// A Slack owner opening `link` in headless Chromium and clicking Allow on Slack's page: the
+/// page the operator answers with, once it shows a title.
+pub async fn approve_in_browser(link: &str) -> BrowserPage {
+    use fantoccini::Locator;
+    let browser = Browser::start().await;
+    let client = &browser.client;
+    client
+        .goto(link)
+        .await
+        .expect("open the authorization link");
+    client
+        .find(Locator::Id("allow"))
+        .await
+        .expect("Slack's Allow button")
+        .click()
+        .await
+        .expect("click Allow");
+    let heading = client
+        .wait()
+        .at_most(Duration::from_secs(30))
+        .for_element(Locator::Id("title"))
+        .await
+        .expect("a page")
+        .text()
+        .await
+        .expect("title text");
+    let text = client
+        .find(Locator::Css("body"))
+        .await
+        .expect("body")
+        .text()
+        .await
+        .expect("text");
+    let url = client.current_url().await.expect("url").to_string();
+    browser.close().await;
+    BrowserPage { heading, text, url }
+}

@@ -23,7 +23,7 @@ mod slack;
 mod tools;
 
 pub use audit::{audit_events_since, audit_log, audit_offset, audit_writes_in_namespace};
-pub use browser::Browser;
+pub use browser::{Browser, BrowserPage, approve_in_browser};
 pub use client::{client, client_from, install_crd};
 pub use grants::{
     SHARED_WITH_GRANTS, ready_reason, shared_client_secret, wait_for_grant, wait_for_grant_within,

@@ -3,14 +3,9 @@
 
 use std::time::Duration;
 
-use fantoccini::Locator;
 use serde_json::json;
 
-use crate::{
-    ingress::Traefik,
-    release::Release,
-    support::{self, Browser},
-};
+use crate::{ingress::Traefik, release::Release, support};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs the local cluster with a node: run `make test`"]
@@ -27,26 +22,11 @@ async fn a_grant_completes_in_a_real_browser_through_the_charts_ingress_which_ro
 
     r.apply_grant("scim", "slack-token").await;
     let link = r.link("scim", Duration::from_secs(60)).await;
-    let browser = Browser::start().await;
-    browser.client.goto(&link).await.expect("open the link");
-    browser
-        .client
-        .find(Locator::Id("allow"))
-        .await
-        .expect("Slack's Allow button")
-        .click()
-        .await
-        .expect("click Allow");
-    let title = browser
-        .client
-        .wait()
-        .at_most(Duration::from_secs(30))
-        .for_element(Locator::Id("title"))
-        .await
-        .expect("a page");
-    let heading = title.text().await.expect("title text");
-    let landed_on = browser.client.current_url().await.expect("url");
-    browser.close().await;
+    let support::BrowserPage {
+        heading,
+        url: landed_on,
+        ..
+    } = support::approve_in_browser(&link).await;
     assert_eq!(heading, "Slack authorization complete");
     assert!(
         landed_on

@@ -3,7 +3,6 @@
 
 use std::time::Duration;
 
-use fantoccini::Locator;
 use k8s_openapi::api::{
     core::v1::Pod,
     rbac::v1::{ClusterRoleBinding, RoleBinding},
@@ -14,7 +13,7 @@ use serde_json::json;
 use crate::{
     node,
     release::{self, FULL_NAME, Release},
-    support::{self, Browser},
+    support,
 };
 
 /// The operator process of `pod`, found on the host by its pod's UID in its cgroup path.
@@ -286,34 +285,11 @@ async fn a_grant_completes_in_a_real_browser_through_the_service() {
     r.apply_grant("scim", "slack-token").await;
     let link = r.link("scim", Duration::from_secs(60)).await;
 
-    let browser = Browser::start().await;
-    browser.client.goto(&link).await.expect("open the link");
-    browser
-        .client
-        .find(Locator::Id("allow"))
-        .await
-        .expect("Slack's Allow button")
-        .click()
-        .await
-        .expect("click Allow");
-    let title = browser
-        .client
-        .wait()
-        .at_most(Duration::from_secs(30))
-        .for_element(Locator::Id("title"))
-        .await
-        .expect("a page");
-    let heading = title.text().await.expect("title text");
-    let page = browser
-        .client
-        .find(Locator::Css("body"))
-        .await
-        .expect("body")
-        .text()
-        .await
-        .expect("text");
-    let landed_on = browser.client.current_url().await.expect("url");
-    browser.close().await;
+    let support::BrowserPage {
+        heading,
+        text: page,
+        url: landed_on,
+    } = support::approve_in_browser(&link).await;
 
     assert_eq!(heading, "Slack authorization complete", "page: {page}");
     assert!(
