@@ -7,10 +7,10 @@ CHART_CRD_FILE := charts/slack-oauth-operator/templates/crd.yaml
 
 include hack/Makefile.cluster.mk
 
-.PHONY: help run test test-unit lint fmt generate build image
+.PHONY: help run test test-unit lint fmt generate build image plugin-archive
 
 help: ## List the targets.
-	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
 
 run: ## Run the operator against the current kube context, or a local control plane if none answers.
 	@hack/run.sh
@@ -41,6 +41,11 @@ build: ## The release binary, built as the Dockerfile builds it.
 # name the result (hack/image.sh).
 image: ## The operator image (podman), written as an OCI archive under target/image/.
 	@hack/image.sh
+
+# PLUGIN_BASE_URL is the download URL the manifest names; PLUGIN_BINARY packs a binary already
+# built; PLUGIN_OUT_DIR moves the result (hack/plugin-archive.sh).
+plugin-archive: ## The kubectl plugin as a krew archive, with its krew manifest, under target/plugin/.
+	@hack/plugin-archive.sh
 
 cluster-up: ## Start the local control plane (idempotent); CLUSTER_NODE=1 adds a real node.
 cluster-down: ## Stop the local control plane; no process is left behind.
