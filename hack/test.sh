@@ -64,9 +64,9 @@ output="$target/test-output.log"
 step "run the test that needs a control plane without the CRD"
 cargo test --locked --test cluster -- --include-ignored no_crd:: 2>&1 | tee "$output"
 
-# pods:: (tests/node) needs the cluster with a node, below.
+# pods:: and readme_helm:: (tests/node) need the cluster with a node, below.
 step "run every test except the API server outage, the flood and the node's"
-cargo test --locked --workspace -- --include-ignored --skip no_crd:: --skip outage:: --skip hardening::forged_state_flood --skip pods:: 2>&1 | tee -a "$output"
+cargo test --locked --workspace -- --include-ignored --skip no_crd:: --skip outage:: --skip hardening::forged_state_flood --skip pods:: --skip readme_helm:: 2>&1 | tee -a "$output"
 
 step "wait for the node's and Traefik's builds"
 if ! wait "$node_builds"; then
@@ -92,9 +92,15 @@ hack/cluster.sh down
   hack/cluster.sh up
 )
 
+# readme_helm:: runs the README's Helm section as printed: its helm install creates the CRD and
+# its removal deletes every grant and the CRD, so it goes first, alone, on the fresh node.
+step "run the README's Helm section on the node"
+CLUSTER_DIR="$node_cluster" KUBECONFIG="$node_cluster/kubeconfig" \
+  cargo test --locked --test node -- --include-ignored readme_helm:: 2>&1 | tee -a "$output"
+
 step "run the pod-level tests on the node"
 CLUSTER_DIR="$node_cluster" KUBECONFIG="$node_cluster/kubeconfig" \
-  cargo test --locked --test node -- --include-ignored 2>&1 | tee -a "$output"
+  cargo test --locked --test node -- --include-ignored --skip readme_helm:: 2>&1 | tee -a "$output"
 
 step "stop the cluster with its node, and check that nothing of the node is left"
 CLUSTER_DIR="$node_cluster" hack/cluster.sh down

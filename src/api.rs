@@ -139,6 +139,13 @@ const RESERVED_KEYS_MESSAGE: &str =
     .field_path(".teamID"))]
 #[serde(rename_all = "camelCase")]
 pub struct SlackOAuthGrantSpec {
+    /// What the approval is for, in a sentence, for the Slack owner: the pages the approval link
+    /// leads to show it beside the grant's namespace and name (for example "SCIM provisioning of
+    /// Acme's users by PingFederate, requested by the identity team").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 500))]
+    pub description: Option<String>,
+
     /// The Slack app's Client ID, from the app's "Basic Information" page
     /// (for example `1234567890.1234567890`).
     #[serde(rename = "clientID")]
@@ -477,8 +484,11 @@ pub struct SlackOAuthGrantStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
 
-    /// The link a Slack Workspace or Org Owner opens to approve the grant. It stops working at
-    /// `authorizationExpiresAt`, when the operator publishes a new one.
+    /// The link a Slack Workspace or Org Owner opens to approve the grant:
+    /// `<public-url>/oauth/start/<token>`. Each visit sends the browser on to Slack's consent page
+    /// with a fresh `state`, so the link can be shared and opened again after a failed attempt.
+    /// It is replaced once the grant is approved, on re-authorization, and at
+    /// `authorizationExpiresAt`; an old link then answers that it is no longer needed.
     #[serde(
         rename = "authorizationURL",
         default,
@@ -486,7 +496,8 @@ pub struct SlackOAuthGrantStatus {
     )]
     pub authorization_url: Option<String>,
 
-    /// When `authorizationURL` stops working.
+    /// When `authorizationURL` stops working (`--authorization-ttl` after it was published); the
+    /// operator then publishes a new one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub authorization_expires_at: Option<Time>,
 
@@ -521,11 +532,29 @@ pub struct SlackOAuthGrantStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rollout: Option<RolloutStatus>,
 
+    /// The approval attempts made with `authorizationURL` recently: one entry per `state` that
+    /// reached the callback, so that each works once. Holds hashes, not the states; entries are
+    /// dropped once their state has expired.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 32))]
+    pub used_states: Vec<UsedState>,
+
     /// An approval being exchanged for a token right now. Recorded before the code is exchanged,
     /// so that if the operator stops before the token is stored or revoked, the next one knows
     /// and says so (reason `ExchangeInterrupted`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exchange: Option<ExchangeStatus>,
+}
+
+/// A `state` that reached the callback.
+#[derive(JsonSchema, Deserialize, Serialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct UsedState {
+    /// A hash of the state's random part.
+    #[schemars(length(max = 32))]
+    pub id: String,
+    /// When the state expires; the entry is kept until then.
+    pub expires_at: Time,
 }
 
 /// The token the grant holds. Holds no secret values.
@@ -896,6 +925,7 @@ mod tests {
 
     fn spec(user: &[&str], bot: &[&str], token: Option<TokenKind>) -> SlackOAuthGrantSpec {
         SlackOAuthGrantSpec {
+            description: None,
             client_id: "1.2".into(),
             client_secret_ref: ClientSecretRef {
                 name: "app".into(),

@@ -574,6 +574,7 @@ mod tests {
         let mut grant = SlackOAuthGrant::new(
             "scim",
             SlackOAuthGrantSpec {
+                description: None,
                 client_secret_ref: ClientSecretRef {
                     name: "app".into(),
                     key: "clientSecret".into(),

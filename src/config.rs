@@ -24,7 +24,7 @@ pub enum LogFormat {
 pub struct Flags {
     /// The operator's external base URL, as a browser reaches it (for example through an
     /// Ingress). The OAuth redirect URI is always `<public-url>/oauth/callback`; register that
-    /// URL in the Slack app.
+    /// URL in the Slack app. Approval links are `<public-url>/oauth/start/<token>`.
     #[arg(long, env = "PUBLIC_URL")]
     pub public_url: String,
 
@@ -55,9 +55,10 @@ pub struct Flags {
     )]
     pub slack_scim_url: String,
 
-    /// How long a published authorization link stays valid (for example `1h` or `30m`). When it
-    /// expires the operator publishes a new one.
-    #[arg(long, env = "AUTHORIZATION_TTL", default_value = "1h", value_parser = humantime::parse_duration)]
+    /// How long a published authorization link (`<public-url>/oauth/start/<token>`) stays valid
+    /// (for example `7d` or `12h`); the operator then publishes a new one. Each visit sends the
+    /// browser to Slack with a fresh `state` of its own, valid for 30 minutes.
+    #[arg(long, env = "AUTHORIZATION_TTL", default_value = "7d", value_parser = humantime::parse_duration)]
     pub authorization_ttl: Duration,
 
     /// Namespaces whose grants the operator reconciles, comma-separated. Empty (the default)
@@ -130,6 +131,8 @@ pub struct Flags {
 pub struct Config {
     /// `<public-url>/oauth/callback`, sent to Slack as `redirect_uri`.
     pub redirect_uri: Url,
+    /// `<public-url>/oauth/start/`: a grant's approval link is this with its token appended.
+    pub start_url: Url,
     pub callback_addr: SocketAddr,
     pub admin_addr: SocketAddr,
     /// `<slack-url>/oauth/v2/authorize`.
@@ -180,7 +183,7 @@ pub enum Error {
         "failed to accept --public-url {0:?}: give the URL the callback path is under, without /oauth/callback (the operator adds it)"
     )]
     PublicUrlWithCallbackPath(String),
-    #[error("failed to accept --authorization-ttl: it must be between 5 seconds and 7 days")]
+    #[error("failed to accept --authorization-ttl: it must be between 5 seconds and 30 days")]
     AuthorizationTtlOutOfRange,
     #[error("failed to accept --token-check-interval: it must be between 1 second and 7 days")]
     TokenCheckIntervalOutOfRange,
@@ -194,6 +197,10 @@ pub enum Error {
 
 /// The callback path under `--public-url`.
 pub const CALLBACK_PATH: &str = "oauth/callback";
+/// The approval links' path under `--public-url`, with a trailing slash: the token follows.
+pub const START_PATH: &str = "oauth/start/";
+/// The longest `--authorization-ttl`.
+const MAX_AUTHORIZATION_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
 
 impl Flags {
     pub fn validate(self) -> Result<Config, Error> {
@@ -209,6 +216,7 @@ impl Flags {
             return Err(Error::PublicUrlWithCallbackPath(self.public_url));
         }
         let redirect_uri = join(&public, CALLBACK_PATH, "public-url", &self.public_url)?;
+        let start_url = join(&public, START_PATH, "public-url", &self.public_url)?;
         let slack = parse_base_url("slack-url", &self.slack_url)?;
         require_https("slack-url", &slack, &self.slack_url)?;
         let authorize_url = join(&slack, "oauth/v2/authorize", "slack-url", &self.slack_url)?;
@@ -224,7 +232,7 @@ impl Flags {
             .clone()
             .unwrap_or_else(own_namespace);
         if self.authorization_ttl < Duration::from_secs(5)
-            || self.authorization_ttl > Duration::from_secs(7 * 24 * 3600)
+            || self.authorization_ttl > MAX_AUTHORIZATION_TTL
         {
             return Err(Error::AuthorizationTtlOutOfRange);
         }
@@ -266,6 +274,7 @@ impl Flags {
             revoke_grace: self.revoke_grace,
             leader_election,
             redirect_uri,
+            start_url,
             callback_addr: self.callback_addr,
             admin_addr: self.admin_addr,
             authorize_url,
@@ -409,6 +418,11 @@ mod tests {
         .validate()
         .expect("valid");
         assert_eq!(config.authorization_ttl, Duration::from_secs(1800));
+        assert_eq!(
+            config.start_url.as_str(),
+            "https://x.example/oauth/start/",
+            "approval links sit beside the callback"
+        );
         let too_short = flags(&[
             "--public-url",
             "https://x.example",

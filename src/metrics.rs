@@ -72,6 +72,9 @@ pub struct Metrics {
     pub reconciles: Family<OutcomeLabels, Counter>,
     /// Callbacks, by outcome: `Authorized`, a condition reason, or `Refused` (no grant touched).
     pub callbacks: Family<OutcomeLabels, Counter>,
+    /// Visits to approval links, by outcome: `Redirected` (sent on to Slack), `Forged`,
+    /// `NoLongerNeeded`, `NotPending`, `InProgress`, `Expired` or `Unavailable`.
+    pub link_visits: Family<OutcomeLabels, Counter>,
     /// 1 while this replica holds the leader Lease (or runs without leader election).
     pub leader: Gauge,
     /// `auth.test` checks of Ready grants' tokens, by outcome: `valid`, `revoked`, `invalid`, or
@@ -106,6 +109,7 @@ impl Default for Metrics {
         let mut registry = Registry::with_prefix("slack_oauth_operator");
         let reconciles = Family::<OutcomeLabels, Counter>::default();
         let callbacks = Family::<OutcomeLabels, Counter>::default();
+        let link_visits = Family::<OutcomeLabels, Counter>::default();
         let leader = Gauge::default();
         registry.register(
             "reconciles",
@@ -116,6 +120,11 @@ impl Default for Metrics {
             "callbacks",
             "OAuth callbacks, by outcome",
             callbacks.clone(),
+        );
+        registry.register(
+            "link_visits",
+            "Visits to approval links (/oauth/start/), by outcome",
+            link_visits.clone(),
         );
         registry.register(
             "leader",
@@ -183,6 +192,7 @@ impl Default for Metrics {
             registry: Arc::new(registry),
             reconciles,
             callbacks,
+            link_visits,
             leader,
             token_checks,
             last_token_check,
@@ -205,6 +215,14 @@ impl Metrics {
 
     pub fn count_callback(&self, outcome: &str) {
         self.callbacks
+            .get_or_create(&OutcomeLabels {
+                outcome: outcome.to_owned(),
+            })
+            .inc();
+    }
+
+    pub fn count_visit(&self, outcome: &'static str) {
+        self.link_visits
             .get_or_create(&OutcomeLabels {
                 outcome: outcome.to_owned(),
             })

@@ -17,7 +17,11 @@ use tracing::{error, info, warn};
 use crate::{
     admin::{self, Readiness},
     api::FIELD_MANAGER,
-    callback::{self, Callback, MAX_CUSTODIES, cluster::KubeCluster, state::StateKey},
+    callback::{
+        self, Callback, MAX_CUSTODIES,
+        cluster::{KubeCluster, Links},
+        state::StateKey,
+    },
     config::Config,
     controller, events,
     metrics::Metrics,
@@ -96,12 +100,14 @@ pub async fn run(
             .map_err(Error::SlackClient)?
             .with_scim_url(config.slack_scim_url.clone()),
     );
+    // On the controller's client: watches are long-lived, and that one has no read timeout.
+    let links = Links::watch(&client, &config.watch_namespaces, &shutdown);
     let callback = callback_of(
         kube_config,
+        links,
         &config,
         &state_key,
-        &recorder,
-        &metrics,
+        (&recorder, &metrics),
         &slack,
         &shutdown,
     )?;
@@ -114,6 +120,7 @@ pub async fn run(
     );
     tokio::spawn(ready_once_the_crd_is_served(
         client.clone(),
+        callback.cluster.links.clone(),
         readiness.clone(),
         shutdown.clone(),
     ));
@@ -158,12 +165,14 @@ const CRD_RECHECK: Duration = Duration::from_secs(5);
 /// How often its absence is logged again.
 const CRD_MISSING_LOG_EVERY: Duration = Duration::from_secs(60);
 
-/// Marks the operator ready once the API server serves SlackOAuthGrants: without the CRD no grant
-/// can exist, so no callback could succeed and no pod should take traffic. Until then it says, in
-/// words, what is missing and how to install it. Discovery is readable by every authenticated
-/// client, so this needs no extra permission.
+/// Marks the operator ready once the API server serves SlackOAuthGrants and the grants are
+/// loaded: without the CRD no grant can exist, so no callback could succeed and no pod should
+/// take traffic; before the grants are loaded, no approval link can be answered. Until then it
+/// says, in words, what is missing and how to install it. Discovery is readable by every
+/// authenticated client, so this needs no extra permission.
 async fn ready_once_the_crd_is_served(
     client: Client,
+    links: Links,
     readiness: Readiness,
     shutdown: CancellationToken,
 ) {
@@ -177,7 +186,11 @@ async fn ready_once_the_crd_is_served(
         };
         match served {
             Ok(true) => {
-                info!("the SlackOAuthGrant CRD is served; ready");
+                tokio::select! {
+                    () = links.synced() => {}
+                    () = shutdown.cancelled() => return,
+                }
+                info!("the SlackOAuthGrant CRD is served and the grants are loaded; ready");
                 readiness.set_ready();
                 return;
             }
@@ -203,10 +216,10 @@ async fn ready_once_the_crd_is_served(
 /// The callback server's state: its own Kubernetes client (with timeouts), Slack, the key.
 fn callback_of(
     kube_config: kube::Config,
+    links: Links,
     config: &Arc<Config>,
     state_key: &StateKey,
-    recorder: &Recorder,
-    metrics: &Metrics,
+    (recorder, metrics): (&Recorder, &Metrics),
     slack: &Arc<SlackClient>,
     shutdown: &CancellationToken,
 ) -> Result<Arc<Callback<SlackClient>>, Error> {
@@ -217,6 +230,7 @@ fn callback_of(
     let client = Client::try_from(callback_config).map_err(Error::Kubernetes)?;
     Ok(Arc::new(Callback {
         cluster: KubeCluster {
+            links,
             records: crate::store::Records::new(client.clone(), &config.namespace),
             client,
             recorder: recorder.clone(),

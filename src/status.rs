@@ -7,12 +7,14 @@
 //!   conflict means its view was stale, and it plans again from a fresh read.
 //! - The callback changes only what it owns, with JSON patches guarded by `test` operations, or
 //!   by a replace against a fresh read (for the failure record, which must keep the rest).
+//!   The claim of an approval attempt leaves the link published: the same link may be opened
+//!   again if the attempt fails.
 
 use std::time::Duration;
 
 use json_patch::{
-    AddOperation, Patch as JsonPatch, PatchOperation, RemoveOperation, ReplaceOperation,
-    TestOperation, jsonptr::PointerBuf,
+    AddOperation, Patch as JsonPatch, PatchOperation, ReplaceOperation, TestOperation,
+    jsonptr::PointerBuf,
 };
 use k8s_openapi::{
     apimachinery::pkg::apis::meta::v1::{Condition, Time},
@@ -25,9 +27,13 @@ use kube::{
 use serde_json::Value;
 
 use crate::{
-    api::{ExchangeStatus, SlackOAuthGrant, SlackOAuthGrantStatus, conditions, reasons},
+    api::{ExchangeStatus, SlackOAuthGrant, SlackOAuthGrantStatus, UsedState, conditions, reasons},
     retry::Backoff,
 };
+
+/// The most approval attempts a grant remembers at once (one per state, for as long as the
+/// state is valid); beyond that a new attempt waits until older states expire.
+pub const MAX_USED_STATES: usize = 16;
 
 /// Deadline of each request made here.
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(10);
@@ -91,11 +97,26 @@ fn value<T: serde::Serialize>(v: &T) -> Value {
     serde_json::to_value(v).unwrap_or(Value::Null)
 }
 
-/// The claim: removes the published link and records the exchange, in one patch guarded by the
-/// resourceVersion it was computed from. (The URL itself cannot be the guard: the API server
-/// compares `test` values as raw JSON, in which Go escapes the URL's `&`.)
-fn claim_patch(grant: &SlackOAuthGrant, exchange: &ExchangeStatus, now: Timestamp) -> JsonPatch {
+/// The claim: records the state as used and the exchange as started, in one patch guarded by
+/// the resourceVersion it was computed from. `None` when the grant already remembers
+/// [`MAX_USED_STATES`] unexpired states.
+fn claim_patch(
+    grant: &SlackOAuthGrant,
+    exchange: &ExchangeStatus,
+    used: &UsedState,
+    now: Timestamp,
+) -> Option<JsonPatch> {
     let status = grant.status.clone().unwrap_or_default();
+    let mut used_states: Vec<UsedState> = status
+        .used_states
+        .iter()
+        .filter(|u| u.expires_at.0 > now)
+        .cloned()
+        .collect();
+    if used_states.len() >= MAX_USED_STATES {
+        return None;
+    }
+    used_states.push(used.clone());
     let conditions = with_attempt(
         &status.conditions,
         reasons::EXCHANGING,
@@ -103,16 +124,14 @@ fn claim_patch(grant: &SlackOAuthGrant, exchange: &ExchangeStatus, now: Timestam
         grant.metadata.generation.unwrap_or_default(),
         now,
     );
-    JsonPatch(vec![
+    Some(JsonPatch(vec![
         PatchOperation::Test(TestOperation {
             path: pointer(&["metadata", "resourceVersion"]),
             value: value(&grant.resource_version()),
         }),
-        PatchOperation::Remove(RemoveOperation {
-            path: pointer(&["status", "authorizationURL"]),
-        }),
-        PatchOperation::Remove(RemoveOperation {
-            path: pointer(&["status", "authorizationExpiresAt"]),
+        PatchOperation::Add(AddOperation {
+            path: pointer(&["status", "usedStates"]),
+            value: value(&used_states),
         }),
         PatchOperation::Add(AddOperation {
             path: pointer(&["status", "conditions"]),
@@ -122,22 +141,32 @@ fn claim_patch(grant: &SlackOAuthGrant, exchange: &ExchangeStatus, now: Timestam
             path: pointer(&["status", "exchange"]),
             value: value(exchange),
         }),
-    ])
+    ]))
 }
 
-/// Claims `grant`'s published link for `holder`. `Ok(None)` means another callback (or the
-/// controller) got there first. A lost race re-reads the grant: if the same link is still
-/// published, the claim is tried again.
+/// What became of a claim.
+#[derive(Debug)]
+pub enum Claim {
+    /// The attempt is `holder`'s: the grant as the claim left it.
+    Claimed(Box<SlackOAuthGrant>),
+    /// Another callback (or the controller) changed the grant first, so that `still_valid` no
+    /// longer holds, or the grant is gone.
+    Lost,
+    /// The grant remembers [`MAX_USED_STATES`] unexpired attempts already.
+    TooManyAttempts,
+}
+
+/// Claims an approval attempt on `grant` for `holder`, recording `used` (its state) so that the
+/// state works once. A lost race re-reads the grant and tries again while `still_valid` says the
+/// state still holds for the grant as it is now.
 pub async fn claim(
     grants: &Api<SlackOAuthGrant>,
     grant: &SlackOAuthGrant,
     holder: &str,
+    used: &UsedState,
+    still_valid: impl Fn(&SlackOAuthGrant) -> bool,
     now: Timestamp,
-) -> Result<Option<SlackOAuthGrant>, Error> {
-    let link = |g: &SlackOAuthGrant| g.status.as_ref().and_then(|s| s.authorization_url.clone());
-    let Some(url) = link(grant) else {
-        return Ok(None);
-    };
+) -> Result<Claim, Error> {
     let exchange = ExchangeStatus {
         holder: holder.to_owned(),
         started_at: Time(now),
@@ -147,19 +176,20 @@ pub async fn claim(
     let mut current = grant.clone();
     let mut backoff = Backoff::conflict();
     for _ in 0..CONFLICT_RETRIES {
-        let patch = Patch::<()>::Json(claim_patch(&current, &exchange, now));
+        let Some(patch) = claim_patch(&current, &exchange, used, now) else {
+            return Ok(Claim::TooManyAttempts);
+        };
+        let patch = Patch::<()>::Json(patch);
         match call(grants.patch_status(&name, &PatchParams::default(), &patch)).await {
-            Ok(claimed) => return Ok(Some(claimed)),
-            Err(error) if error.code() == Some(404) => return Ok(None),
+            Ok(claimed) => return Ok(Claim::Claimed(Box::new(claimed))),
+            Err(error) if error.code() == Some(404) => return Ok(Claim::Lost),
             // 422: the resourceVersion `test` failed.
             Err(error) if matches!(error.code(), Some(409 | 422)) => {
                 let Some(fresh) = call(grants.get_opt(&name)).await? else {
-                    return Ok(None);
+                    return Ok(Claim::Lost);
                 };
-                let same_link = link(&fresh).as_deref() == Some(url.as_str())
-                    && fresh.metadata.generation == grant.metadata.generation;
-                if !same_link {
-                    return Ok(None);
+                if !still_valid(&fresh) {
+                    return Ok(Claim::Lost);
                 }
                 current = fresh;
                 tokio::time::sleep(backoff.next_delay()).await;
@@ -167,7 +197,7 @@ pub async fn claim(
             Err(error) => return Err(error),
         }
     }
-    Ok(None)
+    Ok(Claim::Lost)
 }
 
 /// Renews `holder`'s exchange record, only if it is still `holder`'s: a finished or superseded
@@ -287,7 +317,7 @@ mod tests {
     }
 
     #[test]
-    fn the_claim_is_guarded_by_the_resource_version_and_records_the_exchange() {
+    fn the_claim_is_guarded_by_the_resource_version_and_records_the_state_and_the_exchange() {
         let grant: SlackOAuthGrant = serde_json::from_value(json!({
             "apiVersion": "slack-oauth-operator.io/v1alpha1", "kind": "SlackOAuthGrant",
             "metadata": { "name": "scim", "namespace": "pf", "resourceVersion": "42", "generation": 3 },
@@ -301,15 +331,62 @@ mod tests {
             started_at: Time(now),
             renewed_at: Time(now),
         };
-        let patch = serde_json::to_value(claim_patch(&grant, &exchange, now)).expect("json");
+        let used = |id: &str, at: i64| UsedState {
+            id: id.into(),
+            expires_at: Time(Timestamp::from_second(at).expect("time")),
+        };
+        let mut grant = grant;
+        grant.status.get_or_insert_default().used_states =
+            vec![used("old", 999), used("live", 1_500)];
+        let patch = claim_patch(&grant, &exchange, &used("new", 2_800), now).expect("room");
+        let patch = serde_json::to_value(patch).expect("json");
         assert_eq!(
             patch[0],
             json!({ "op": "test", "path": "/metadata/resourceVersion", "value": "42" })
         );
-        assert_eq!(patch[1]["op"], "remove");
-        assert_eq!(patch[1]["path"], "/status/authorizationURL");
-        assert_eq!(patch[3]["value"][0]["reason"], "Exchanging");
-        assert_eq!(patch[4]["path"], "/status/exchange");
-        assert_eq!(patch[4]["value"]["holder"], "pod/1");
+        assert_eq!(patch[1]["path"], "/status/usedStates");
+        let ids: Vec<&str> = patch[1]["value"]
+            .as_array()
+            .expect("list")
+            .iter()
+            .filter_map(|u| u["id"].as_str())
+            .collect();
+        assert_eq!(ids, ["live", "new"], "expired entries dropped");
+        assert_eq!(patch[2]["value"][0]["reason"], "Exchanging");
+        assert_eq!(patch[3]["path"], "/status/exchange");
+        assert_eq!(patch[3]["value"]["holder"], "pod/1");
+        assert!(
+            !patch.to_string().contains("authorizationURL"),
+            "the link stays published"
+        );
+    }
+
+    #[test]
+    fn a_grant_remembers_a_bounded_number_of_attempts() {
+        let now = Timestamp::from_second(1_000).expect("time");
+        let later = Time(Timestamp::from_second(2_000).expect("time"));
+        let mut grant = SlackOAuthGrant::new(
+            "g",
+            serde_json::from_value(json!({
+                "clientID": "1.2", "clientSecretRef": { "name": "a" }, "secret": { "name": "t" }
+            }))
+            .expect("spec"),
+        );
+        grant.status.get_or_insert_default().used_states = (0..MAX_USED_STATES)
+            .map(|i| UsedState {
+                id: i.to_string(),
+                expires_at: later.clone(),
+            })
+            .collect();
+        let exchange = ExchangeStatus {
+            holder: "pod/1".into(),
+            started_at: Time(now),
+            renewed_at: Time(now),
+        };
+        let new = UsedState {
+            id: "new".into(),
+            expires_at: later,
+        };
+        assert!(claim_patch(&grant, &exchange, &new, now).is_none());
     }
 }

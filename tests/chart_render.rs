@@ -310,6 +310,12 @@ fn notes_print_the_redirect_url_and_the_command_that_prints_the_authorization_li
             "{case}: the NOTES print the redirect URL {redirect}:\n{notes}"
         );
         assert!(
+            notes.contains(&format!(
+                "{public_url}/oauth/start/<token>; each stays valid for 168h"
+            )),
+            "{case}: the NOTES say where approval links are served, and for how long:\n{notes}"
+        );
+        assert!(
             notes.contains(
                 "kubectl -n <namespace> get slackoauthgrant <name> -o jsonpath='{.status.authorizationURL}'"
             ),
@@ -335,9 +341,27 @@ fn notes_print_the_redirect_url_and_the_command_that_prints_the_authorization_li
     let notes = install_notes(&cases[2].1);
     assert!(
         notes.contains(&format!(
-            "must forward that URL to the Ingress as https://{HOST}/oauth/callback"
+            "must forward /oauth/callback and /oauth/start/ to the Ingress as https://{HOST}/oauth/callback\n   and https://{HOST}/oauth/start/, the only paths the operator answers."
         )),
         "{notes}"
+    );
+    // The Ingress routes exactly those two paths, and nothing else (health, metrics).
+    let rendered = render("notes", "notes", &cases[0].1);
+    let ingress = rendered_object(&rendered, "Ingress notes/notes-slack-oauth-operator");
+    let paths: Vec<(&str, &str)> = ingress["spec"]["rules"][0]["http"]["paths"]
+        .as_array()
+        .expect("paths")
+        .iter()
+        .map(|p| {
+            (
+                p["path"].as_str().unwrap_or_default(),
+                p["pathType"].as_str().unwrap_or_default(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        paths,
+        [("/oauth/start/", "Prefix"), ("/oauth/callback", "Exact")]
     );
     assert!(!install_notes(&cases[0].1).contains("must forward"));
 

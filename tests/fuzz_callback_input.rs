@@ -45,10 +45,11 @@ proptest! {
         name in hostile_text(),
         uid in "[a-f0-9-]{0,40}",
         generation in any::<i64>(),
-        expires_at in any::<i64>(),
+        link in "[A-Za-z0-9_-]{0,30}",
+        issued_at in any::<i64>(),
     ) {
         let key = StateKey::generate();
-        let issued = AuthorizationState::issue(&namespace, &name, &uid, generation, expires_at);
+        let issued = AuthorizationState::issue(&namespace, &name, &uid, generation, &link, issued_at);
         let raw = key.sign(&issued);
         match key.verify(&raw) {
             Ok(state) => {
@@ -68,13 +69,29 @@ proptest! {
     #[test]
     fn a_genuine_state_with_any_byte_changed_is_refused(index in any::<prop::sample::Index>(), byte in any::<u8>()) {
         let key = StateKey::generate();
-        let raw = key.sign(&AuthorizationState::issue("pingfederate", "slack-scim", "uid", 1, 2));
+        let raw = key.sign(&AuthorizationState::issue("pingfederate", "slack-scim", "uid", 1, "link", 2));
         let mut bytes = raw.clone().into_bytes();
         let at = index.index(bytes.len());
         prop_assume!(bytes[at] != byte);
         bytes[at] = byte;
         if let Ok(tampered) = String::from_utf8(bytes) {
             prop_assert!(key.verify(&tampered).is_err(), "{} verified", tampered);
+        }
+    }
+
+    /// Nothing an attacker sends as an approval link's token verifies without the key, and
+    /// nothing panics; a genuine token with any byte changed is refused.
+    #[test]
+    fn no_unsigned_link_verifies(raw in hostile_text(), index in any::<prop::sample::Index>(), byte in any::<u8>()) {
+        let key = StateKey::generate();
+        prop_assert!(key.verify_link(&raw).is_err());
+        let token = key.issue_link();
+        let mut bytes = token.into_bytes();
+        let at = index.index(bytes.len());
+        prop_assume!(bytes[at] != byte);
+        bytes[at] = byte;
+        if let Ok(tampered) = String::from_utf8(bytes) {
+            prop_assert!(key.verify_link(&tampered).is_err(), "{} verified", tampered);
         }
     }
 

@@ -2,13 +2,15 @@
 //! the API server (with the callback's own client and a deadline on every call); tests use an
 //! in-memory one, so that the whole callback runs in-process.
 
-use std::future::Future;
+use std::{future::Future, sync::Arc};
 
 use k8s_openapi::{api::core::v1::Secret, jiff::Timestamp};
 use kube::{Api, Client, ResourceExt, runtime::events::Recorder};
 
+pub use super::links::{Links, NotSynced};
+pub use crate::status::Claim;
 use crate::{
-    api::SlackOAuthGrant,
+    api::{SlackOAuthGrant, UsedState},
     events::{self, PlannedEvent},
     record::TokenRecord,
     status,
@@ -25,13 +27,18 @@ pub trait Cluster: Send + Sync + 'static {
         name: &str,
     ) -> impl Future<Output = Result<Option<SlackOAuthGrant>, CallError>> + Send;
 
+    /// The grant that publishes the approval link `token`, from memory (see [`Links`]).
+    fn linked(&self, token: &str) -> Result<Option<Arc<SlackOAuthGrant>>, NotSynced>;
+
     /// See [`status::claim`].
     fn claim(
         &self,
         grant: &SlackOAuthGrant,
         holder: &str,
+        used: &UsedState,
+        still_valid: impl Fn(&SlackOAuthGrant) -> bool + Send + Sync,
         now: Timestamp,
-    ) -> impl Future<Output = Result<Option<SlackOAuthGrant>, CallError>> + Send;
+    ) -> impl Future<Output = Result<Claim, CallError>> + Send;
 
     /// See [`status::renew`].
     fn renew(
@@ -92,6 +99,8 @@ pub trait Cluster: Send + Sync + 'static {
 /// The API server, through the callback's own client (connect, read and write timeouts).
 pub struct KubeCluster {
     pub client: Client,
+    /// Which grant publishes which approval link.
+    pub links: Links,
     pub recorder: Recorder,
     /// The token records, in the operator's namespace.
     pub records: Records,
@@ -116,13 +125,20 @@ impl Cluster for KubeCluster {
         call(self.grants(namespace).get_opt(name)).await
     }
 
+    fn linked(&self, token: &str) -> Result<Option<Arc<SlackOAuthGrant>>, NotSynced> {
+        self.links.grant(token)
+    }
+
     async fn claim(
         &self,
         grant: &SlackOAuthGrant,
         holder: &str,
+        used: &UsedState,
+        still_valid: impl Fn(&SlackOAuthGrant) -> bool + Send + Sync,
         now: Timestamp,
-    ) -> Result<Option<SlackOAuthGrant>, CallError> {
-        Ok(status::claim(&self.grants_of(grant), grant, holder, now).await?)
+    ) -> Result<Claim, CallError> {
+        let grants = self.grants_of(grant);
+        Ok(status::claim(&grants, grant, holder, used, still_valid, now).await?)
     }
 
     async fn renew(

@@ -1,4 +1,5 @@
-//! The public callback server: `GET /oauth/callback` and nothing else.
+//! The public server: approval links (`GET /oauth/start/<token>`, `start.rs`) and Slack's OAuth
+//! callback (`GET /oauth/callback`), and nothing else.
 //!
 //! [`router`] builds the service so tests can drive it without a socket; [`serve`] puts it on a
 //! listener with header-read timeouts, bounded request sizes and a bounded number of connections.
@@ -8,9 +9,12 @@
 mod attempt;
 pub mod cluster;
 mod flow;
+pub mod link;
+pub mod links;
 pub mod outcome;
 pub mod pages;
 pub mod query;
+mod start;
 pub mod state;
 #[cfg(test)]
 mod tests;
@@ -19,7 +23,7 @@ use std::sync::Arc;
 
 use axum::{
     Router,
-    extract::{RawQuery, State},
+    extract::{Path, RawQuery, State},
     http::StatusCode,
     response::{IntoResponse, Response},
     routing::get,
@@ -62,6 +66,7 @@ pub struct Callback<S, C = cluster::KubeCluster> {
 pub fn router<S: SlackApi, C: Cluster>(callback: Arc<Callback<S, C>>) -> Router {
     Router::new()
         .route("/oauth/callback", get(handle::<S, C>))
+        .route("/oauth/start/{token}", get(visit::<S, C>))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(RequestBodyLimitLayer::new(1024))
@@ -77,12 +82,21 @@ async fn handle<S: SlackApi, C: Cluster>(
         .into_response()
 }
 
+/// A visit to an approval link. The token is checked byte by byte before anything else; a path
+/// segment that is not one (too long, another alphabet) never reaches a lookup or a log line.
+async fn visit<S: SlackApi, C: Cluster>(
+    State(callback): State<Arc<Callback<S, C>>>,
+    Path(token): Path<String>,
+) -> Response {
+    start::visit(&callback, &token).await
+}
+
 async fn not_found() -> Page {
     Page::failure(
         StatusCode::NOT_FOUND,
         "Not found",
-        "This server only answers Slack's OAuth callback.",
-        "Open the authorization link from the grant's status.authorizationURL instead.",
+        "This server only answers approval links and Slack's OAuth callback.",
+        "Copy the whole approval link again from the message you received.",
     )
 }
 
@@ -90,8 +104,8 @@ async fn method_not_allowed() -> Page {
     Page::failure(
         StatusCode::METHOD_NOT_ALLOWED,
         "Method not allowed",
-        "The OAuth callback only accepts GET requests.",
-        "Open the authorization link from the grant's status.authorizationURL instead.",
+        "Approval links and the OAuth callback only accept GET requests.",
+        "Open the approval link in a browser.",
     )
 }
 

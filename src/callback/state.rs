@@ -1,16 +1,19 @@
 //! The OAuth `state` parameter: what it carries, how it is signed and encoded, and how a
 //! callback's state is checked against the grant it names. No I/O.
 //!
-//! A state names its grant (namespace, name, UID, generation), carries its expiry and 256 random
-//! bits, and is signed: `s2.<payload>.<mac>`, where `mac` is an HMAC-SHA256 over `s2.<payload>`
-//! with the operator's [`StateKey`]. So:
+//! A state is minted at each visit to a grant's approval link (`link.rs`) and stored nowhere. It
+//! names its grant (namespace, name, UID, generation) and the link it came from (by
+//! [`super::link::link_id`]), carries when it was issued and when it expires ([`STATE_TTL`]
+//! later) and 256 random bits, and is signed: `s3.<payload>.<mac>`, where `mac` is an
+//! HMAC-SHA256 over `s3.<payload>` with the operator's [`StateKey`]. So:
 //! - a forged state is refused by [`StateKey::verify`] before anything in it is used: no API
 //!   call, no log field, no page text comes from a state the operator did not sign;
-//! - a genuine state is bound to one grant generation (UID and generation are checked);
-//! - it is valid only while it is, byte for byte, the state in the grant's current
-//!   `status.authorizationURL`, so it works on any replica and across restarts, and once: the
-//!   callback server removes the URL from the status (a JSON patch guarded by the grant's
-//!   resourceVersion) before it exchanges the code.
+//! - a genuine state is bound to one grant generation (UID and generation are checked) and to the
+//!   approval link the grant publishes now: once the grant is Ready or re-authorized, its link
+//!   changes and every state minted from the old one stops working;
+//! - it works once: the claim that starts its exchange records its [`AuthorizationState::id`] in
+//!   `status.usedStates`, in a JSON patch guarded by the grant's resourceVersion, and a state
+//!   found there is refused. It works on any replica and across restarts.
 
 use std::fmt;
 
@@ -18,12 +21,15 @@ use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use hmac::{Hmac, KeyInit, Mac};
 use rand::Rng;
 use serde::{Deserialize, Serialize};
-use sha2::Sha256;
+use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 /// The longest state accepted; anything longer is malformed without further parsing.
 pub const MAX_STATE_LEN: usize = 1024;
-const VERSION_PREFIX: &str = "s2.";
+const VERSION_PREFIX: &str = "s3.";
+/// How long a state minted at a visit is valid: time for the owner to read Slack's consent page
+/// and click Allow. The approval link itself lives much longer (`--authorization-ttl`).
+pub const STATE_TTL: std::time::Duration = std::time::Duration::from_secs(30 * 60);
 const NONCE_BYTES: usize = 32;
 const MAC_BYTES: usize = 32;
 /// Length of a [`StateKey`], in bytes.
@@ -43,8 +49,27 @@ pub struct AuthorizationState {
     /// Unix seconds.
     #[serde(rename = "e")]
     pub expires_at: i64,
+    /// When it was minted, in Unix seconds.
+    #[serde(rename = "i")]
+    pub issued_at: i64,
+    /// The [`super::link::link_id`] of the approval link it was minted from.
+    #[serde(rename = "l")]
+    pub link: String,
     #[serde(rename = "r")]
     nonce: String,
+}
+
+/// What a callback's state is checked against: the grant it names, as it is now.
+#[derive(Clone, Debug)]
+pub struct Grant<'a> {
+    pub uid: &'a str,
+    pub generation: i64,
+    /// The [`super::link::link_id`] of the approval link the grant publishes, if any.
+    pub link: Option<String>,
+    /// The ids of the states already used on it (`status.usedStates`).
+    pub used: Vec<&'a str>,
+    /// An approval of it is being exchanged right now.
+    pub exchanging: bool,
 }
 
 /// Why a state was refused before its grant was even looked at.
@@ -61,10 +86,14 @@ pub enum Mismatch {
     GrantGone,
     /// The grant's spec changed after the link was issued.
     OlderGeneration,
-    /// The link's time is up.
+    /// The state's time is up.
     Expired,
-    /// Not the grant's current link: already used, or replaced.
+    /// Minted from a link the grant no longer publishes: it was approved, or re-authorized.
     NotCurrent,
+    /// Already used for an approval attempt.
+    Used,
+    /// Another approval of the grant is being exchanged right now.
+    InProgress,
 }
 
 /// The key states are signed with. Its bytes never leave it: no `Debug`, no `Display`.
@@ -102,7 +131,7 @@ impl StateKey {
         self.key.to_vec()
     }
 
-    fn mac(&self) -> Hmac<Sha256> {
+    pub(super) fn mac(&self) -> Hmac<Sha256> {
         // HMAC takes keys of any length, so this cannot fail.
         <Hmac<Sha256> as KeyInit>::new_from_slice(&self.key)
             .unwrap_or_else(|_| unreachable!("HMAC accepts any key length"))
@@ -183,8 +212,16 @@ pub fn is_dns_subdomain(value: &str) -> bool {
 }
 
 impl AuthorizationState {
-    /// A new state for a grant, with fresh randomness.
-    pub fn issue(namespace: &str, name: &str, uid: &str, generation: i64, expires_at: i64) -> Self {
+    /// A new state for a visit to a grant's approval link `link` (its [`super::link::link_id`])
+    /// at `now` (Unix seconds), with fresh randomness, valid for [`STATE_TTL`].
+    pub fn issue(
+        namespace: &str,
+        name: &str,
+        uid: &str,
+        generation: i64,
+        link: &str,
+        now: i64,
+    ) -> Self {
         let mut nonce = [0u8; NONCE_BYTES];
         rand::rng().fill_bytes(&mut nonce);
         Self {
@@ -192,44 +229,44 @@ impl AuthorizationState {
             name: name.to_owned(),
             uid: uid.to_owned(),
             generation,
-            expires_at,
+            expires_at: now.saturating_add(STATE_TTL.as_secs() as i64),
+            issued_at: now,
+            link: link.to_owned(),
             nonce: URL_SAFE_NO_PAD.encode(nonce),
         }
     }
 
-    /// Reads a state the operator itself published in a grant's status, without checking its
-    /// signature. Only for the controller's own output; a callback's state goes through
-    /// [`StateKey::verify`].
-    pub fn read_published(raw: &str) -> Result<Self, DecodeError> {
-        let (signed, _) = split(raw)?;
-        decode_payload(signed)
+    /// What `status.usedStates` records of this state once it is used: a hash of its random
+    /// part, which tells nobody the state itself.
+    pub fn id(&self) -> String {
+        let digest = Sha256::digest(self.nonce.as_bytes());
+        URL_SAFE_NO_PAD.encode(&digest[..12])
     }
 
-    /// Checks this (genuine) state against what the grant it names looks like now.
-    ///
-    /// `current_state` is the `state` inside the grant's published `status.authorizationURL`, if
-    /// any. The comparison is constant-time so response timing reveals nothing about it.
-    pub fn check(
-        &self,
-        raw: &str,
-        grant_uid: &str,
-        grant_generation: i64,
-        current_state: Option<&str>,
-        now: i64,
-    ) -> Result<(), Mismatch> {
+    /// Checks this (genuine) state against what the grant it names looks like now. The link
+    /// comparison is constant-time so response timing reveals nothing about it.
+    pub fn check(&self, grant: &Grant<'_>, now: i64) -> Result<(), Mismatch> {
+        if self.uid != grant.uid {
+            return Err(Mismatch::GrantGone);
+        }
         if now >= self.expires_at {
             return Err(Mismatch::Expired);
         }
-        if self.uid != grant_uid {
-            return Err(Mismatch::GrantGone);
-        }
-        if self.generation != grant_generation {
+        if self.generation != grant.generation {
             return Err(Mismatch::OlderGeneration);
         }
-        let is_current = current_state
-            .is_some_and(|current| bool::from(current.as_bytes().ct_eq(raw.as_bytes())));
+        let is_current = grant
+            .link
+            .as_ref()
+            .is_some_and(|current| bool::from(current.as_bytes().ct_eq(self.link.as_bytes())));
         if !is_current {
             return Err(Mismatch::NotCurrent);
+        }
+        if grant.used.contains(&self.id().as_str()) {
+            return Err(Mismatch::Used);
+        }
+        if grant.exchanging {
+            return Err(Mismatch::InProgress);
         }
         Ok(())
     }
@@ -239,8 +276,20 @@ impl AuthorizationState {
 mod tests {
     use super::*;
 
+    const NOW: i64 = 1_000;
+
     fn state() -> AuthorizationState {
-        AuthorizationState::issue("pingfederate", "slack-scim", "uid-1", 3, 1_000)
+        AuthorizationState::issue("pingfederate", "slack-scim", "uid-1", 3, "link-1", NOW)
+    }
+
+    fn grant<'a>() -> Grant<'a> {
+        Grant {
+            uid: "uid-1",
+            generation: 3,
+            link: Some("link-1".to_owned()),
+            used: Vec::new(),
+            exchanging: false,
+        }
     }
 
     #[test]
@@ -249,13 +298,14 @@ mod tests {
         let issued = state();
         let raw = key.sign(&issued);
         assert!(raw.len() < MAX_STATE_LEN);
+        assert!(raw.starts_with("s3."), "{raw}");
         assert!(
             raw.chars()
                 .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)),
             "URL-safe: {raw}"
         );
         assert_eq!(key.verify(&raw), Ok(issued.clone()));
-        assert_eq!(AuthorizationState::read_published(&raw), Ok(issued));
+        assert_eq!(issued.expires_at, NOW + STATE_TTL.as_secs() as i64);
     }
 
     #[test]
@@ -288,25 +338,28 @@ mod tests {
     }
 
     #[test]
-    fn each_state_carries_256_fresh_random_bits() {
+    fn each_state_carries_256_fresh_random_bits_and_an_id_that_is_not_them() {
         let a = state();
         let b = state();
         assert_ne!(a.nonce, b.nonce);
         assert_eq!(URL_SAFE_NO_PAD.decode(&a.nonce).map(|n| n.len()), Ok(32));
+        assert_ne!(a.id(), b.id());
+        assert_eq!(a.id(), a.clone().id());
+        assert!(!a.nonce.contains(&a.id()));
     }
 
     #[test]
     fn malformed_states_are_refused() {
         let key = StateKey::generate();
-        let too_long = "s2.".to_owned() + &"A".repeat(MAX_STATE_LEN);
+        let too_long = "s3.".to_owned() + &"A".repeat(MAX_STATE_LEN);
         for raw in [
             "",
-            "s2.",
-            "s2..",
-            "s1.abc",
+            "s3.",
+            "s3..",
+            "s2.abc",
             "not-a-state",
-            "s2.!!!!.!!!!",
-            "s2.e30.AAAA",
+            "s3.!!!!.!!!!",
+            "s3.e30.AAAA",
             too_long.as_str(),
         ] {
             assert_eq!(key.verify(raw), Err(DecodeError::Malformed), "{raw}");
@@ -333,7 +386,7 @@ mod tests {
             ("pf", ""),
             ("pf", "x\r\ny"),
         ] {
-            let state = AuthorizationState::issue(namespace, name, "u", 1, 1);
+            let state = AuthorizationState::issue(namespace, name, "u", 1, "l", 1);
             assert_eq!(
                 key.verify(&key.sign(&state)),
                 Err(DecodeError::Malformed),
@@ -341,60 +394,60 @@ mod tests {
             );
         }
         let long_name = "a".repeat(63) + "." + &"b".repeat(63);
-        let state = AuthorizationState::issue("pf", &long_name, "u", 1, 1);
+        let state = AuthorizationState::issue("pf", &long_name, "u", 1, "l", 1);
         assert!(key.verify(&key.sign(&state)).is_ok());
     }
 
     #[test]
-    fn current_state_for_the_same_grant_and_generation_is_accepted() {
-        let issued = state();
-        let raw = StateKey::generate().sign(&issued);
-        assert_eq!(issued.check(&raw, "uid-1", 3, Some(&raw), 999), Ok(()));
+    fn a_fresh_state_of_the_current_link_is_accepted() {
+        assert_eq!(state().check(&grant(), NOW + 1), Ok(()));
     }
 
     #[test]
     fn state_of_a_deleted_grant_is_refused() {
-        let issued = state();
-        let raw = StateKey::generate().sign(&issued);
-        assert_eq!(
-            issued.check(&raw, "uid-2", 3, Some(&raw), 0),
-            Err(Mismatch::GrantGone)
-        );
+        let other = Grant {
+            uid: "uid-2",
+            ..grant()
+        };
+        assert_eq!(state().check(&other, NOW), Err(Mismatch::GrantGone));
     }
 
     #[test]
     fn state_of_an_older_generation_is_refused() {
-        let issued = state();
-        let raw = StateKey::generate().sign(&issued);
-        assert_eq!(
-            issued.check(&raw, "uid-1", 4, Some(&raw), 0),
-            Err(Mismatch::OlderGeneration)
-        );
+        let newer = Grant {
+            generation: 4,
+            ..grant()
+        };
+        assert_eq!(state().check(&newer, NOW), Err(Mismatch::OlderGeneration));
     }
 
     #[test]
     fn expired_state_is_refused() {
-        let issued = state();
-        let raw = StateKey::generate().sign(&issued);
-        assert_eq!(
-            issued.check(&raw, "uid-1", 3, Some(&raw), 1_000),
-            Err(Mismatch::Expired)
-        );
+        let expires = state().expires_at;
+        assert_eq!(state().check(&grant(), expires), Err(Mismatch::Expired));
     }
 
     #[test]
-    fn used_or_replaced_state_is_refused() {
-        let key = StateKey::generate();
+    fn a_state_of_a_link_no_longer_published_is_refused() {
+        for link in [None, Some("link-2".to_owned())] {
+            let replaced = Grant { link, ..grant() };
+            assert_eq!(state().check(&replaced, NOW), Err(Mismatch::NotCurrent));
+        }
+    }
+
+    #[test]
+    fn a_used_state_is_refused_and_so_is_any_while_an_exchange_runs() {
         let issued = state();
-        let raw = key.sign(&issued);
-        assert_eq!(
-            issued.check(&raw, "uid-1", 3, None, 0),
-            Err(Mismatch::NotCurrent)
-        );
-        let other = key.sign(&state());
-        assert_eq!(
-            issued.check(&raw, "uid-1", 3, Some(&other), 0),
-            Err(Mismatch::NotCurrent)
-        );
+        let id = issued.id();
+        let used = Grant {
+            used: vec!["other", id.as_str()],
+            ..grant()
+        };
+        assert_eq!(issued.check(&used, NOW), Err(Mismatch::Used));
+        let busy = Grant {
+            exchanging: true,
+            ..grant()
+        };
+        assert_eq!(issued.check(&busy, NOW), Err(Mismatch::InProgress));
     }
 }

@@ -12,7 +12,9 @@ use axum::{
     http::{Request, StatusCode},
 };
 use clap::Parser;
-use k8s_openapi::{ByteString, api::core::v1::Secret, jiff::Timestamp};
+use k8s_openapi::{
+    ByteString, api::core::v1::Secret, apimachinery::pkg::apis::meta::v1::Time, jiff::Timestamp,
+};
 use kube::ResourceExt;
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::json;
@@ -21,12 +23,13 @@ use tower::ServiceExt;
 
 use super::{
     Callback, MAX_CUSTODIES,
-    cluster::{CallError, Cluster, Held, WriteOutcome},
+    cluster::{CallError, Claim, Cluster, Held, NotSynced, WriteOutcome},
+    link::link_id,
     router,
     state::{AuthorizationState, StateKey},
 };
 use crate::{
-    api::SlackOAuthGrant,
+    api::{SlackOAuthGrant, UsedState},
     config::Flags,
     events::PlannedEvent,
     metrics::Metrics,
@@ -145,30 +148,52 @@ impl Cluster for FakeCluster {
         Ok(lock(&self.grant).clone())
     }
 
+    fn linked(&self, token: &str) -> Result<Option<Arc<SlackOAuthGrant>>, NotSynced> {
+        self.call("look up link");
+        let grant = lock(&self.grant).clone();
+        Ok(grant
+            .filter(|g| {
+                g.status
+                    .as_ref()
+                    .and_then(|s| s.authorization_url.as_deref())
+                    .is_some_and(|url| url.ends_with(token))
+            })
+            .map(Arc::new))
+    }
+
     async fn claim(
         &self,
         grant: &SlackOAuthGrant,
         holder: &str,
+        used: &UsedState,
+        still_valid: impl Fn(&SlackOAuthGrant) -> bool + Send + Sync,
         now: Timestamp,
-    ) -> Result<Option<SlackOAuthGrant>, CallError> {
+    ) -> Result<Claim, CallError> {
         self.call("claim");
         let mut stored = lock(&self.grant);
         let Some(current) = stored.as_mut() else {
-            return Ok(None);
+            return Ok(Claim::Lost);
         };
-        let status = current.status.get_or_insert_default();
         if current.metadata.resource_version != grant.metadata.resource_version
-            || status.authorization_url.take().is_none()
+            && !still_valid(current)
         {
-            return Ok(None);
+            return Ok(Claim::Lost);
         }
+        let status = current.status.get_or_insert_default();
+        status.used_states.push(used.clone());
         status.exchange = Some(crate::api::ExchangeStatus {
             holder: holder.to_owned(),
-            started_at: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(now),
-            renewed_at: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(now),
+            started_at: Time(now),
+            renewed_at: Time(now),
         });
-        current.metadata.resource_version = Some("2".into());
-        Ok(Some(current.clone()))
+        let version: u64 = current
+            .metadata
+            .resource_version
+            .as_deref()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_default();
+        current.metadata.resource_version = Some((version + 1).to_string());
+        Ok(Claim::Claimed(Box::new(current.clone())))
     }
 
     async fn renew(&self, _: &SlackOAuthGrant, _: &str, _: Timestamp) -> Result<(), CallError> {
@@ -185,6 +210,9 @@ impl Cluster for FakeCluster {
     ) -> Result<(), CallError> {
         self.call("record failure");
         lock(&self.failures).push(reason);
+        if let Some(grant) = lock(&self.grant).as_mut() {
+            grant.status.get_or_insert_default().exchange = None;
+        }
         Ok(())
     }
 
@@ -244,10 +272,12 @@ impl Cluster for FakeCluster {
     }
 }
 
-/// A test: the key, the fakes, and the state of the grant's published link.
+/// A test: the key, the fakes, the token of the grant's approval link, and a state minted by a
+/// visit to it.
 struct Harness {
     key: StateKey,
     callback: Arc<Callback<FakeSlack, FakeCluster>>,
+    token: String,
     state: String,
 }
 
@@ -281,14 +311,29 @@ fn client_secret(shared: bool) -> Secret {
 impl Harness {
     fn new(answer: Result<OAuthAccess, SlackError>) -> Self {
         let key = StateKey::generate();
-        let expires = Timestamp::now().as_second() + 3600;
-        let state = key.sign(&AuthorizationState::issue(NS, NAME, UID, 1, expires));
+        let token = key.issue_link();
+        let now = Timestamp::now().as_second();
+        let state = key.sign(&AuthorizationState::issue(
+            NS,
+            NAME,
+            UID,
+            1,
+            &link_id(&token),
+            now,
+        ));
+        let expires = Timestamp::from_second(now + 3600).expect("time");
         let grant: SlackOAuthGrant = serde_json::from_value(json!({
             "apiVersion": "slack-oauth-operator.io/v1alpha1", "kind": "SlackOAuthGrant",
             "metadata": { "name": NAME, "namespace": NS, "uid": UID, "generation": 1, "resourceVersion": "1" },
             "spec": { "clientID": "1.2", "clientSecretRef": { "name": "slack-app" }, "teamID": "T1",
+                      "description": "SCIM for <Acme>",
                       "secret": { "name": "slack-token" } },
-            "status": { "authorizationURL": format!("https://slack.com/oauth/v2/authorize?client_id=1.2&state={state}") }
+            "status": {
+                "authorizationURL": format!("https://op.example.com/oauth/start/{token}"),
+                "authorizationExpiresAt": expires.to_string(),
+                "conditions": [{ "type": "AuthorizationPending", "status": "True", "reason": "FirstApproval",
+                                 "message": "", "lastTransitionTime": expires.to_string() }]
+            }
         }))
         .expect("grant");
         let cluster = FakeCluster::default();
@@ -312,8 +357,45 @@ impl Harness {
         Self {
             key,
             callback,
+            token,
             state,
         }
+    }
+
+    /// A browser opening the approval link with `token`: the status and, for a redirect, where.
+    async fn visit(&self, token: &str) -> (StatusCode, Option<String>, String) {
+        let response = self.send(&format!("/oauth/start/{token}")).await;
+        let status = response.status();
+        let location = response
+            .headers()
+            .get("location")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let body = axum::body::to_bytes(response.into_body(), 1 << 20)
+            .await
+            .expect("body");
+        (
+            status,
+            location,
+            String::from_utf8_lossy(&body).into_owned(),
+        )
+    }
+
+    /// The grant, as the controller leaves it once it is Ready with an approval made `at`.
+    fn approve_as_controller(&self, at: i64) {
+        let mut stored = lock(&self.cluster().grant);
+        let grant = stored.as_mut().expect("grant");
+        let at = Timestamp::from_second(at).expect("time").to_string();
+        grant.status = Some(
+            serde_json::from_value(json!({
+                "conditions": [
+                    { "type": "Ready", "status": "True", "reason": "Authorized", "message": "", "lastTransitionTime": at },
+                    { "type": "AuthorizationPending", "status": "False", "reason": "UpToDate", "message": "", "lastTransitionTime": at }
+                ],
+                "installation": { "teamID": "T1", "teamName": "Acme", "authorizedAt": at }
+            }))
+            .expect("status"),
+        );
     }
 
     fn approving() -> Self {
@@ -324,14 +406,17 @@ impl Harness {
         &self.callback.cluster
     }
 
-    async fn get(&self, query: &str) -> (StatusCode, String) {
-        let request = Request::get(format!("/oauth/callback?{query}"))
-            .body(Body::empty())
-            .expect("request");
-        let response = router(self.callback.clone())
+    /// `GET path` on the router.
+    async fn send(&self, path: &str) -> axum::response::Response {
+        let request = Request::get(path).body(Body::empty()).expect("request");
+        router(self.callback.clone())
             .oneshot(request)
             .await
-            .expect("an answer");
+            .expect("an answer")
+    }
+
+    async fn get(&self, query: &str) -> (StatusCode, String) {
+        let response = self.send(&format!("/oauth/callback?{query}")).await;
         let status = response.status();
         let body = axum::body::to_bytes(response.into_body(), 1 << 20)
             .await
@@ -365,56 +450,159 @@ fn assert_page(answer: &(StatusCode, String), status: u16, says: &str) {
     );
 }
 
+/// A state for the harness's grant, as a visit at `issued_at` to the link `token` mints it.
+fn state_for(h: &Harness, uid: &str, generation: i64, token: &str, issued_at: i64) -> String {
+    h.key.sign(&AuthorizationState::issue(
+        NS,
+        NAME,
+        uid,
+        generation,
+        &link_id(token),
+        issued_at,
+    ))
+}
+
 #[tokio::test]
 async fn forged_malformed_and_stateless_callbacks_touch_nothing() {
     let h = Harness::approving();
-    let other = StateKey::generate().sign(&AuthorizationState::issue(NS, NAME, UID, 1, i64::MAX));
-    for (query, says) in [
-        ("code=abc".to_owned(), "has no state"),
-        (
-            "state=a&state=b".to_owned(),
-            "not a valid authorization response",
-        ),
-        (
-            "code=abc&state=forged-by-someone".to_owned(),
-            "not issued by this operator",
-        ),
-        (
-            format!("code=abc&state={other}"),
-            "not issued by this operator",
-        ),
-        (
-            format!("code=abc&state={}", "x".repeat(5000)),
-            "not a valid authorization response",
-        ),
+    let other = StateKey::generate().sign(&AuthorizationState::issue(
+        NS,
+        NAME,
+        UID,
+        1,
+        &link_id(&h.token),
+        Timestamp::now().as_second(),
+    ));
+    for query in [
+        "code=abc".to_owned(),
+        "state=a&state=b".to_owned(),
+        "code=abc&state=forged-by-someone".to_owned(),
+        format!("code=abc&state={other}"),
+        format!("code=abc&state={}", "x".repeat(5000)),
     ] {
-        assert_page(&h.get(&query).await, 400, says);
+        assert_page(&h.get(&query).await, 400, "Link not valid");
     }
     assert!(h.cluster().calls().is_empty(), "{:?}", h.cluster().calls());
     assert_eq!(h.exchanges(), 0);
 }
 
 #[tokio::test]
-async fn an_expired_link_is_refused_without_a_lookup() {
+async fn a_visit_sends_the_browser_to_slack_with_a_fresh_state_and_writes_nothing() {
     let h = Harness::approving();
-    let expired = h.key.sign(&AuthorizationState::issue(NS, NAME, UID, 1, 1));
-    assert_page(
-        &h.get(&format!("code=c&state={expired}")).await,
-        410,
-        "expired",
+    let (status, location, _) = h.visit(&h.token).await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    let location = url::Url::parse(&location.expect("a Location")).expect("url");
+    assert!(
+        location
+            .as_str()
+            .starts_with("https://slack.com/oauth/v2/authorize?")
     );
-    assert!(h.cluster().calls().is_empty());
+    let param = |name: &str| {
+        location
+            .query_pairs()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.into_owned())
+    };
+    assert_eq!(param("client_id").as_deref(), Some("1.2"));
+    assert_eq!(param("team").as_deref(), Some("T1"));
+    assert_eq!(
+        param("redirect_uri").as_deref(),
+        Some("https://op.example.com/oauth/callback")
+    );
+    let state = h
+        .key
+        .verify(&param("state").expect("a state"))
+        .expect("signed");
+    assert_eq!((state.uid.as_str(), state.generation), (UID, 1));
+    assert_eq!(state.link, link_id(&h.token));
+
+    let (_, again, _) = h.visit(&h.token).await;
+    assert_ne!(
+        again.as_deref(),
+        Some(location.as_str()),
+        "each visit mints its own state"
+    );
+    assert_eq!(
+        h.cluster().calls(),
+        ["look up link", "look up link"],
+        "no API request"
+    );
+
+    // The state of the first visit still works after the second: none replaces another.
+    let query = format!("code=c&state={}", param("state").expect("state"));
+    assert_page(&h.get(&query).await, 200, "Slack approval complete");
 }
 
 #[tokio::test]
-async fn links_of_a_deleted_or_changed_grant_get_one_answer_and_change_nothing() {
+async fn forged_unknown_and_unneeded_links_say_so_without_naming_any_grant() {
     let h = Harness::approving();
-    let recreated = h
-        .key
-        .sign(&AuthorizationState::issue(NS, NAME, "uid-0", 1, i64::MAX));
-    let older = h
-        .key
-        .sign(&AuthorizationState::issue(NS, NAME, UID, 0, i64::MAX));
+    for forged in [
+        "x".to_owned(),
+        "A".repeat(43),
+        StateKey::generate().issue_link(),
+        "%2e%2e".to_owned(),
+    ] {
+        let (status, location, body) = h.visit(&forged).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{forged}: {body}");
+        assert!(location.is_none());
+        assert!(body.contains("Link not valid"), "{body}");
+        assert!(!body.contains(NAME), "{body}");
+    }
+    assert!(
+        h.cluster().calls().is_empty(),
+        "a forged token is never looked up"
+    );
+
+    let (status, _, body) = h.visit(&h.key.issue_link()).await;
+    assert_eq!(status, StatusCode::GONE);
+    assert!(body.contains("no longer needed"), "{body}");
+    assert!(!body.contains(NAME), "{body}");
+}
+
+#[tokio::test]
+async fn a_visit_to_a_grant_with_no_approval_pending_says_so_and_names_the_grant() {
+    let h = Harness::approving();
+    {
+        let mut stored = lock(&h.cluster().grant);
+        let status = stored
+            .as_mut()
+            .and_then(|g| g.status.as_mut())
+            .expect("status");
+        status.conditions[0].status = "False".into();
+    }
+    let (status, location, body) = h.visit(&h.token).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(location.is_none());
+    assert!(body.contains("No approval is pending"), "{body}");
+    assert!(body.contains("pf/scim"), "{body}");
+    assert!(
+        body.contains("SCIM for &lt;Acme&gt;"),
+        "the description, escaped: {body}"
+    );
+}
+
+#[tokio::test]
+async fn an_expired_state_is_refused_and_the_page_says_to_open_the_link_again() {
+    let h = Harness::approving();
+    let expired = state_for(&h, UID, 1, &h.token, 1);
+    let answer = h.get(&format!("code=c&state={expired}")).await;
+    assert_page(&answer, 410, "Approval page expired");
+    assert!(
+        answer
+            .1
+            .contains("Open the approval link you were given again")
+    );
+    assert!(answer.1.contains("pf/scim"));
+    assert_eq!(h.cluster().calls(), ["get grant"]);
+    assert_eq!(h.exchanges(), 0);
+}
+
+#[tokio::test]
+async fn states_of_a_deleted_or_changed_grant_get_one_answer_and_change_nothing() {
+    let h = Harness::approving();
+    let now = Timestamp::now().as_second();
+    let recreated = state_for(&h, "uid-0", 1, &h.token, now);
+    let older = state_for(&h, UID, 0, &h.token, now);
     for state in [recreated, older] {
         assert_page(
             &h.get(&format!("code=c&state={state}")).await,
@@ -433,36 +621,69 @@ async fn links_of_a_deleted_or_changed_grant_get_one_answer_and_change_nothing()
 }
 
 #[tokio::test]
-async fn a_replayed_link_is_refused_before_it_reaches_slack() {
+async fn a_state_of_a_replaced_link_is_no_longer_needed() {
     let h = Harness::approving();
-    let query = format!("code=c&state={}", h.state);
-    assert_eq!(h.get(&query).await.0, StatusCode::OK);
-    assert_page(&h.get(&query).await, 409, "already been used");
-    assert_eq!(h.exchanges(), 1);
+    let old = state_for(
+        &h,
+        UID,
+        1,
+        &h.key.issue_link(),
+        Timestamp::now().as_second(),
+    );
+    assert_page(
+        &h.get(&format!("code=c&state={old}")).await,
+        410,
+        "no longer needed",
+    );
+    assert_eq!(h.exchanges(), 0);
 }
 
 #[tokio::test]
-async fn an_approval_stores_the_token_and_revokes_nothing() {
+async fn a_replayed_state_is_refused_before_it_reaches_slack() {
+    let h = Harness::new(Err(SlackError::Api {
+        method: "oauth.v2.access",
+        code: "invalid_code".into(),
+    }));
+    let query = format!("code=c&state={}", h.state);
+    assert_page(&h.get(&query).await, 400, "invalid_code");
+    let replay = h.get(&query).await;
+    assert_page(&replay, 409, "Already received");
+    assert_eq!(h.exchanges(), 1);
+    assert_eq!(h.failures(), ["InvalidCode"], "the replay records nothing");
+    // The same link, opened again, gives a fresh state that works.
+    let (status, _, _) = h.visit(&h.token).await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+}
+
+#[tokio::test]
+async fn an_approval_stores_the_token_and_a_refresh_shows_the_success_again() {
     let h = Harness::approving();
-    assert_page(
-        &h.get(&format!("code=c&state={}", h.state)).await,
-        200,
-        "Slack authorization complete",
-    );
+    let query = format!("code=c&state={}", h.state);
+    let answer = h.get(&query).await;
+    assert_page(&answer, 200, "Slack approval complete");
+    assert!(answer.1.contains("pf/scim"), "{}", answer.1);
     assert!(h.stored());
     assert!(h.revoked().is_empty());
     assert!(h.failures().is_empty());
+
+    h.approve_as_controller(Timestamp::now().as_second());
+    let refresh = h.get(&query).await;
+    assert_page(&refresh, 200, "Slack approval complete");
+    assert_eq!(h.exchanges(), 1, "a refresh exchanges nothing");
+    let (status, _, body) = h.visit(&h.token).await;
+    assert_eq!(status, StatusCode::GONE, "the link is no longer published");
+    assert!(body.contains("no longer needed"), "{body}");
 }
 
 #[tokio::test]
-async fn a_declined_or_codeless_callback_is_recorded_without_a_slack_call() {
+async fn a_cancel_is_neutral_and_recorded_and_a_codeless_callback_is_a_failure() {
     let h = Harness::approving();
-    assert_page(
-        &h.get(&format!("error=access_denied&state={}", h.state))
-            .await,
-        403,
-        "declined",
-    );
+    let answer = h
+        .get(&format!("error=access_denied&state={}", h.state))
+        .await;
+    assert_page(&answer, 200, "Approval cancelled");
+    assert!(answer.1.contains(r#"class="neutral""#), "{}", answer.1);
+    assert!(answer.1.contains("open the same approval link again"));
     assert_eq!(h.failures(), ["AccessDenied"]);
     assert_eq!(lock(&h.cluster().events).as_slice(), ["AccessDenied"]);
 

@@ -42,8 +42,8 @@ pub use self::plan::{
 pub use self::push::Synced;
 use crate::{
     api::{DeletionPolicy, FINALIZER, SlackOAuthGrant, labels, reasons},
-    authorization::{self, manages, shared_with, token_in},
-    callback::state::{AuthorizationState, StateKey},
+    authorization::{manages, shared_with, token_in},
+    callback::{link, state::StateKey},
     config::Config,
     events,
     metrics::Metrics,
@@ -312,9 +312,12 @@ async fn reconcile_live(
         now: Timestamp::now(),
         require_team_id: config.require_team_id,
         authorization_ttl: config.authorization_ttl,
+        start_url: &config.start_url,
+        state_key: &context.state_key,
     });
-    if let Link::Mint { expires_at } = plan.link {
-        plan.publish_link(mint_link(grant, namespace, context, expires_at));
+    if let Link::Mint { .. } = plan.link {
+        let token = context.state_key.issue_link();
+        plan.publish_link(link::link_url(&config.start_url, &token));
     }
     apply(grant, namespace, context, &plan).await?;
     let ready = plan
@@ -606,30 +609,6 @@ async fn observe(
         consumer,
         held,
     })
-}
-
-/// A new authorization link for the grant, valid until `expires_at`: a fresh signed state.
-fn mint_link(
-    grant: &SlackOAuthGrant,
-    namespace: &str,
-    context: &Context,
-    expires_at: Timestamp,
-) -> String {
-    let state = AuthorizationState::issue(
-        namespace,
-        &grant.name_any(),
-        grant.uid().as_deref().unwrap_or_default(),
-        grant.metadata.generation.unwrap_or_default(),
-        expires_at.as_second(),
-    );
-    let config = &context.config;
-    authorization::authorization_url(
-        &config.authorize_url,
-        &config.redirect_uri,
-        &grant.spec,
-        &context.state_key.sign(&state),
-    )
-    .to_string()
 }
 
 /// Writes the status if it changed and publishes the plan's Events.

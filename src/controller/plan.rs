@@ -15,8 +15,8 @@ use crate::{
         ExchangeStatus, Installation, InstallationStatus, Phase, RolloutStatus, SlackOAuthGrant,
         SlackOAuthGrantStatus, TokenStatus, conditions, labels, reasons,
     },
-    authorization::{state_of, team_label},
-    callback::state::AuthorizationState,
+    authorization::team_label,
+    callback::{link::token_in, state::StateKey},
     controller::{checks::TokenCheck, push::Synced},
     events::PlannedEvent,
     record::Pending,
@@ -108,12 +108,17 @@ pub struct Inputs<'a> {
     pub require_team_id: bool,
     /// `--authorization-ttl`: how long a new link lives.
     pub authorization_ttl: Duration,
+    /// `<public-url>/oauth/start/`: a published link under another URL (the public URL changed,
+    /// or an older version published Slack's URL itself) is replaced.
+    pub start_url: &'a url::Url,
+    /// The key links are signed with: a link it did not sign (the key was rotated) is replaced.
+    pub state_key: &'a StateKey,
 }
 
 /// What the apply step does about the authorization link.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Link {
-    /// No link: the grant is Ready, blocked, or its link was just claimed.
+    /// No link: the grant is Ready or blocked.
     None,
     /// The published link is still good; `status` already carries it.
     Keep,
@@ -229,6 +234,9 @@ pub fn plan(inputs: &Inputs<'_>) -> Plan {
         status: SlackOAuthGrantStatus {
             observed_generation: Some(seen.generation),
             installation: seen.current.installation.clone(),
+            // Kept as they are (the callback prunes them), so that expiring entries never cause
+            // a write of their own.
+            used_states: seen.current.used_states.clone(),
             rollout: inputs.rollout.clone(),
             ping_federate: inputs.ping_federate.as_ref().map(|p| p.status.clone()),
             ..SlackOAuthGrantStatus::default()
@@ -500,22 +508,32 @@ fn client_secret_missing(seen: &Seen<'_>, observed: &ClientSecret) -> String {
 fn awaiting(seen: &Seen<'_>, plan: &mut Plan) -> Verdict {
     plan.status.phase = Some(Phase::AwaitingAuthorization);
     let now = seen.inputs.now;
-    let exchange = seen.live_exchange();
-    match (usable_link(&seen.current, seen.grant, now), exchange) {
-        (Some((url, expires_at)), _) => {
+    let link = usable_link(&seen.current, seen.inputs, now);
+    if let Some(exchange) = seen.live_exchange() {
+        // The link stays out while an attempt with it is exchanged: if the attempt fails, the
+        // owner opens it again.
+        if let Some((url, expires_at)) = link {
+            plan.link = Link::Keep;
+            plan.status.authorization_url = Some(url);
+            plan.status.authorization_expires_at = Some(Time(expires_at));
+        }
+        plan.status.exchange = Some(exchange.clone());
+        let orphaned_at = exchange.renewed_at.0 + signed(EXCHANGE_ORPHANED_AFTER);
+        plan.requeue_after = Some(until(now, orphaned_at));
+        let message = seen
+            .attempt()
+            .map(|c| c.message.clone())
+            .unwrap_or_default();
+        return Verdict::not_ready(reasons::EXCHANGING, message);
+    }
+    match link {
+        Some((url, expires_at)) => {
             plan.link = Link::Keep;
             plan.status.authorization_url = Some(url);
             plan.status.authorization_expires_at = Some(Time(expires_at));
             plan.requeue_after = Some(until(now, expires_at));
         }
-        (None, Some(exchange)) => {
-            plan.status.exchange = Some(exchange.clone());
-            let orphaned_at = exchange.renewed_at.0 + signed(EXCHANGE_ORPHANED_AFTER);
-            plan.requeue_after = Some(until(now, orphaned_at));
-            let message = seen.ready().map(|c| c.message.clone()).unwrap_or_default();
-            return Verdict::not_ready(reasons::EXCHANGING, message);
-        }
-        (None, None) => mint(seen, plan),
+        None => mint(seen, plan),
     }
     waiting_reason(seen)
 }
@@ -791,18 +809,19 @@ fn team_pinned(seen: &Seen<'_>, events: &mut Vec<PlannedEvent>) -> Condition {
     condition
 }
 
-/// The grant's published link, if it is for this generation and still valid.
+/// The grant's published link, if it is an approval link under `start_url`, signed with the
+/// current key, and still valid. It
+/// outlives spec changes: each visit mints a state for the generation of the moment.
 fn usable_link(
     current: &SlackOAuthGrantStatus,
-    grant: &SlackOAuthGrant,
+    inputs: &Inputs<'_>,
     now: Timestamp,
 ) -> Option<(String, Timestamp)> {
     let url = current.authorization_url.as_ref()?;
     let expires_at = current.authorization_expires_at.as_ref()?.0;
-    let state = AuthorizationState::read_published(&state_of(url)?).ok()?;
-    let same_grant = Some(state.uid.as_str()) == grant.metadata.uid.as_deref()
-        && Some(state.generation) == grant.metadata.generation;
-    (same_grant && now < expires_at).then(|| (url.clone(), expires_at))
+    let token = token_in(inputs.start_url, url)?;
+    inputs.state_key.verify_link(token).ok()?;
+    (now < expires_at).then(|| (url.clone(), expires_at))
 }
 
 fn signed(duration: Duration) -> SignedDuration {
@@ -846,16 +865,21 @@ mod tests {
         .expect("grant")
     }
 
-    fn link_for(generation: i64, expires_at: i64) -> String {
-        let state = crate::callback::state::StateKey::generate().sign(&AuthorizationState::issue(
-            "pf", "scim", "uid-1", generation, expires_at,
-        ));
-        format!("https://slack.com/oauth/v2/authorize?client_id=1&state={state}")
+    static START_URL: std::sync::LazyLock<url::Url> = std::sync::LazyLock::new(|| {
+        url::Url::parse("https://op.example.com/oauth/start/").expect("url")
+    });
+    static FRESH: std::sync::LazyLock<String> = std::sync::LazyLock::new(new_link);
+    static KEY: std::sync::LazyLock<StateKey> = std::sync::LazyLock::new(StateKey::generate);
+
+    fn new_link() -> String {
+        let token = KEY.issue_link();
+        crate::callback::link::link_url(&START_URL, &token)
     }
 
+    /// The link the apply step mints in these tests, and when it expires.
     fn fresh() -> (String, Timestamp) {
         (
-            link_for(2, NOW + 3600),
+            FRESH.clone(),
             Timestamp::from_second(NOW + 3600).expect("time"),
         )
     }
@@ -890,6 +914,8 @@ mod tests {
             now: now(),
             require_team_id: false,
             authorization_ttl: Duration::from_secs(3600),
+            start_url: &START_URL,
+            state_key: &KEY,
         }
     }
 
@@ -985,7 +1011,7 @@ mod tests {
 
     #[test]
     fn expired_link_is_replaced() {
-        let old = link_for(2, NOW - 1);
+        let old = new_link();
         let g = grant(
             json!({ "authorizationURL": old, "authorizationExpiresAt": "2027-01-15T07:59:59Z" }),
         );
@@ -995,13 +1021,32 @@ mod tests {
     }
 
     #[test]
-    fn link_of_an_older_generation_is_replaced() {
-        let old = link_for(1, NOW + 100);
-        let g = grant(
-            json!({ "authorizationURL": old, "authorizationExpiresAt": "2027-01-15T08:01:40Z" }),
+    fn a_link_outlives_a_spec_change_while_the_grant_waits() {
+        let out = new_link();
+        let mut g = grant(
+            json!({ "authorizationURL": out, "authorizationExpiresAt": "2027-01-15T08:01:40Z", "observedGeneration": 1 }),
         );
+        g.metadata.generation = Some(3);
         let plan = run(&g, ClientSecret::Present, TokenSecret::Absent);
-        assert_ne!(plan.status.authorization_url.as_deref(), Some(old.as_str()));
+        assert_eq!(plan.link, Link::Keep);
+        assert_eq!(plan.status.authorization_url.as_deref(), Some(out.as_str()));
+    }
+
+    #[test]
+    fn a_link_under_another_public_url_or_key_or_slacks_own_url_is_replaced() {
+        let token = KEY.issue_link();
+        let other_key = StateKey::generate().issue_link();
+        for old in [
+            format!("https://old.example.com/oauth/start/{token}"),
+            format!("https://op.example.com/oauth/start/{other_key}"),
+            format!("https://slack.com/oauth/v2/authorize?client_id=1&state=s2.{token}"),
+        ] {
+            let g = grant(
+                json!({ "authorizationURL": old, "authorizationExpiresAt": "2027-01-15T08:01:40Z" }),
+            );
+            let plan = run(&g, ClientSecret::Present, TokenSecret::Absent);
+            assert_eq!(plan.status.authorization_url, Some(fresh().0), "{old}");
+        }
     }
 
     #[test]

@@ -576,7 +576,7 @@ async fn deployment_pods_are_admitted_where_the_restricted_pod_security_standard
 /// binary, with the public URL the chart gives it) answers that path there, and nothing else.
 #[tokio::test]
 #[ignore = "needs the local control plane: run `make test`"]
-async fn ingress_exposes_only_the_callback_path_and_the_operator_answers_it() {
+async fn ingress_exposes_only_the_start_and_callback_paths_and_the_operator_answers_them() {
     let client = support::client().await;
     support::install_crd(&client).await;
     let ns = TestNamespace::create(&client, "chart-ingress").await;
@@ -606,8 +606,12 @@ async fn ingress_exposes_only_the_callback_path_and_the_operator_answers_it() {
             "{case}"
         );
         let paths = rules[0]["http"]["paths"].as_array().expect("paths");
-        assert_eq!(paths.len(), 1, "{case}: one path: {paths:#?}");
-        let path = &paths[0];
+        assert_eq!(paths.len(), 2, "{case}: two paths: {paths:#?}");
+        let start = &paths[0];
+        assert_eq!(start["path"], "/oauth/start/", "{case}");
+        assert_eq!(start["pathType"], "Prefix", "{case}: the links below it");
+        assert_eq!(start["backend"], paths[1]["backend"], "{case}");
+        let path = &paths[1];
         assert_eq!(path["path"], "/oauth/callback", "{case}");
         assert_eq!(path["pathType"], "Exact", "{case}: nothing below it");
         assert_eq!(
@@ -664,6 +668,13 @@ async fn ingress_exposes_only_the_callback_path_and_the_operator_answers_it() {
         assert_ne!(
             answered, 404,
             "{case}: the operator answers the Ingress's path"
+        );
+        // And any approval link below the other path (a forged one is refused, not unrouted).
+        let link = format!("{callback_base}/oauth/start/{}", "A".repeat(43));
+        assert_eq!(
+            status(link).await,
+            400,
+            "{case}: the operator answers /oauth/start/"
         );
         for other in ["/healthz", "/readyz", "/metrics", "/"] {
             assert_eq!(

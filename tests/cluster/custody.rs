@@ -373,7 +373,13 @@ async fn sigkill_during_an_exchange_is_reported_on_that_grant_only_with_a_fresh_
         g.status.as_ref().is_some_and(|st| st.exchange.is_some())
     })
     .await;
-    assert!(claimed.status.and_then(|st| st.authorization_url).is_none());
+    let claimed = claimed.status.expect("status");
+    assert_eq!(
+        claimed.authorization_url.as_deref(),
+        Some(link.as_str()),
+        "the link stays out while its attempt is exchanged"
+    );
+    assert_eq!(claimed.used_states.len(), 1, "the attempt's state is used");
 
     let port = s.operator.callback_port();
     s.operator.kill();

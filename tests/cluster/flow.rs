@@ -34,7 +34,7 @@ async fn happy_path_in_a_real_browser_stores_the_user_token() {
     let shown = s.approve_in_browser(&link).await;
     let (heading, page, landed_on) = (shown.heading, shown.text, shown.url);
 
-    assert_eq!(heading, "Slack authorization complete", "page: {page}");
+    assert_eq!(heading, "Slack approval complete", "page: {page}");
     assert!(
         landed_on.starts_with(&s.operator.public_url),
         "landed on {landed_on}"
@@ -174,7 +174,10 @@ async fn missing_client_secret_publishes_no_link_until_it_appears() {
         started.elapsed() < Duration::from_secs(10),
         "the grant recovers as soon as the Secret appears"
     );
-    assert!(link.starts_with(&s.slack.url()));
+    assert!(
+        link.starts_with(&format!("{}/oauth/start/", s.operator.public_url)),
+        "{link}"
+    );
 }
 
 #[tokio::test]
@@ -201,11 +204,14 @@ async fn expired_link_is_replaced_at_its_expiry() {
     );
     assert_ne!(first, second);
 
-    // The expired link is refused, the fresh one works.
-    let refused = s
-        .callback(&s.decide(&first, slack_emulator::Decision::Allow).await)
-        .await;
+    // The expired link is no longer needed, the fresh one works.
+    let refused = s.callback(&first).await;
     assert_eq!(refused.status, 410, "{}", refused.body);
+    assert!(
+        refused.body.contains("no longer needed"),
+        "{}",
+        refused.body
+    );
     let answer = s.approve(&second).await;
     assert_eq!(answer.status, 200, "{}", answer.body);
 }
@@ -249,7 +255,11 @@ async fn spec_change_after_ready_keeps_the_old_token_until_the_new_one_replaces_
         .status
         .and_then(|s| s.authorization_url)
         .expect("a new link");
-    assert!(link.contains("user_scope=admin%2Cusers%3Aread"), "{link}");
+    let consent = s.open(&link).await;
+    assert!(
+        consent.contains("user_scope=admin%2Cusers%3Aread"),
+        "{consent}"
+    );
     assert_eq!(
         s.stored_token("SLACK_ACCESS_TOKEN").await.as_deref(),
         Some(old.as_str()),
@@ -515,4 +525,53 @@ async fn events_name_the_link_and_the_team_and_no_secret_reaches_events_or_statu
             "a secret value reached an Event or the status"
         );
     }
+}
+
+#[tokio::test]
+#[ignore = "needs the local control plane: run `make test`"]
+async fn visits_to_an_approval_link_make_no_api_request_and_each_gets_its_own_state() {
+    let s = Scenario::start("link-visits").await;
+    s.create_client_secret().await;
+    s.apply_grant("scim", json!({})).await;
+    let link = s.link("scim").await;
+    // Let the controller settle after publishing the link.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let audit = support::audit_log();
+    let from = support::audit_offset(&audit);
+    let forged = format!("{}/oauth/start/{}", s.operator.public_url, "A".repeat(43));
+    let mut states = std::collections::HashSet::new();
+    for _ in 0..20 {
+        // A chat app's preview, a colleague, the owner: each visit its own state.
+        let consent = s.open(&link).await;
+        let state = url::Url::parse(&consent)
+            .expect("Slack's URL")
+            .query_pairs()
+            .find(|(k, _)| k == "state")
+            .map(|(_, v)| v.into_owned())
+            .expect("a state");
+        states.insert(state);
+        assert_eq!(s.callback(&forged).await.status, 400);
+    }
+    assert_eq!(states.len(), 20, "no visit replaces another's state");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let requests: Vec<String> = support::audit_events_since(&audit, from)
+        .into_iter()
+        .filter(|event| event["objectRef"]["namespace"] == s.ns.name.as_str())
+        .filter(|event| event["verb"] != "watch")
+        .map(|event| format!("{} {}", event["verb"], event["objectRef"]["resource"]))
+        .collect();
+    assert!(
+        requests.is_empty(),
+        "visits made API requests: {requests:?}"
+    );
+    // Any one of them still works.
+    let consent = s.open(&link).await;
+    let back = s
+        .slack
+        .emulator
+        .authorize(&consent, slack_emulator::Decision::Allow)
+        .await
+        .expect("consent");
+    assert_eq!(s.callback(&back).await.status, 200);
+    s.wait_ready("scim").await;
 }

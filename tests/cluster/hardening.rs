@@ -272,7 +272,7 @@ async fn authorize(s: &Scenario, i: usize) -> Real {
     let token_secret = format!("token-{i}");
     s.apply_grant(&name, json!({ "secret": { "name": token_secret } }))
         .await;
-    let link = s.link(&name).await;
+    let link = s.open(&s.link(&name).await).await;
     let state = url::Url::parse(&link)
         .expect("the link is a URL")
         .query_pairs()

@@ -15,6 +15,7 @@ mod operator;
 mod opt_in;
 mod outage;
 mod outage_cost;
+mod pages;
 mod pingfederate;
 mod plugin;
 mod readme;

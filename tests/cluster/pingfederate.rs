@@ -166,11 +166,7 @@ async fn an_approved_grant_ends_with_its_token_in_the_secret_and_in_the_connecti
     let s = &setup.s;
     // Approved by a Slack owner in a real (headless) browser.
     let shown = s.approve_in_browser(&s.link("scim").await).await;
-    assert_eq!(
-        shown.heading, "Slack authorization complete",
-        "{}",
-        shown.text
-    );
+    assert_eq!(shown.heading, "Slack approval complete", "{}", shown.text);
     let grant = wait_synced(&setup, Duration::from_secs(30), "Synced").await;
     let token = s.stored_token(KEY).await.expect("token");
     assert_eq!(

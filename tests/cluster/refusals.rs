@@ -21,7 +21,7 @@ fn assert_page(answer: &Answer, status: u16, says: &str) {
         answer.body
     );
     assert!(
-        answer.body.contains("What to do next"),
+        answer.body.contains("What to do now"),
         "the page says what to do next: {}",
         answer.body
     );
@@ -57,18 +57,18 @@ async fn callbacks_without_a_valid_state_change_nothing() {
     assert_page(
         &s.callback(&format!("{base}?code=abc")).await,
         400,
-        "has no state",
+        "Link not valid",
     );
     assert_page(
         &s.callback(&format!("{base}?code=abc&state=forged-by-someone"))
             .await,
         400,
-        "not issued by this operator",
+        "Link not valid",
     );
     assert_page(
         &s.callback(&format!("{base}?state=a&state=b")).await,
         400,
-        "not a valid authorization response",
+        "Link not valid",
     );
     // A well-formed state naming the grant, signed with another key: refused like any forgery,
     // without a word about whether the grant exists.
@@ -80,13 +80,14 @@ async fn callbacks_without_a_valid_state_change_nothing() {
                 name,
                 "some-uid",
                 1,
-                i64::MAX,
+                "some-link",
+                k8s_openapi::jiff::Timestamp::now().as_second(),
             ),
         );
         assert_page(
             &s.callback(&format!("{base}?code=abc&state={forged}")).await,
             400,
-            "not issued by this operator",
+            "Link not valid",
         );
     }
     let answer = s
@@ -104,11 +105,12 @@ async fn callbacks_without_a_valid_state_change_nothing() {
 
 #[tokio::test]
 #[ignore = "needs the local control plane: run `make test`"]
-async fn replayed_callback_is_refused_and_changes_nothing() {
+async fn replayed_callback_shows_the_success_again_and_changes_nothing() {
     let (s, used) = ready_scenario("refuse-replay").await;
     let before = secret_version(&s).await;
     let calls = s.slack.emulator.calls().len();
-    assert_page(&s.callback(&used).await, 409, "already been used");
+    // What a refresh of the success page sends: it shows the success, and does nothing.
+    assert_page(&s.callback(&used).await, 200, "Slack approval complete");
     assert_eq!(secret_version(&s).await, before);
     assert_eq!(
         s.slack.emulator.calls().len(),
@@ -144,7 +146,18 @@ async fn callback_for_an_older_generation_is_refused() {
     let back = s.decide(&old_link, Decision::Allow).await;
     s.apply_grant("scim", json!({ "userScopes": ["admin", "users:read"] }))
         .await;
-    s.new_link("scim", &old_link).await;
+    // The link outlives the change; the state minted before it does not.
+    let changed = crate::support::wait_for_grant(&s.grants, "scim", |g| {
+        g.status.as_ref().and_then(|st| st.observed_generation) == Some(2)
+    })
+    .await;
+    assert_eq!(
+        changed
+            .status
+            .and_then(|st| st.authorization_url)
+            .as_deref(),
+        Some(old_link.as_str())
+    );
 
     assert_page(&s.callback(&back).await, 410, "changed or deleted");
     assert!(s.token_secret().await.is_none());
@@ -157,21 +170,31 @@ async fn callback_for_an_older_generation_is_refused() {
 
 #[tokio::test]
 #[ignore = "needs the local control plane: run `make test`"]
-async fn declined_authorization_is_recorded_and_a_new_link_published() {
+async fn a_cancel_is_recorded_and_the_same_link_works_again() {
     let s = Scenario::start("refuse-access-denied").await;
     s.create_client_secret().await;
     s.apply_grant("scim", json!({})).await;
     let link = s.link("scim").await;
     let back = s.decide(&link, Decision::Cancel).await;
     assert!(back.contains("error=access_denied"), "{back}");
-    assert_page(&s.callback(&back).await, 403, "declined");
+    let answer = s.callback(&back).await;
+    assert_page(&answer, 200, "Approval cancelled");
+    assert!(
+        answer.body.contains(r#"class="neutral""#),
+        "{}",
+        answer.body
+    );
 
     let grant = s.wait_reason("scim", "AccessDenied").await;
-    let fresh = s.new_link("scim", &link).await;
-    assert_ne!(fresh, link);
-    assert!(grant.status.is_some());
+    assert_eq!(
+        grant.status.and_then(|st| st.authorization_url).as_deref(),
+        Some(link.as_str()),
+        "the same link"
+    );
     assert!(s.token_secret().await.is_none());
     assert!(s.slack.tokens().is_empty());
+    assert_eq!(s.approve(&link).await.status, 200, "and it works again");
+    s.wait_ready("scim").await;
 }
 
 #[tokio::test]

@@ -139,11 +139,23 @@ impl Scenario {
     /// What Slack's consent page does when the owner clicks Allow or Cancel: the URL Slack
     /// sends the browser back to.
     pub async fn decide(&self, link: &str, decision: Decision) -> String {
+        // An approval link; or Slack's own page, as a test builds it for a tool other than the
+        // operator.
+        let consent = if link.starts_with(&self.slack.url()) {
+            link.to_owned()
+        } else {
+            self.open(link).await
+        };
         self.slack
             .emulator
-            .authorize(link, decision)
+            .authorize(&consent, decision)
             .await
             .expect("Slack's consent page accepts the link")
+    }
+
+    /// Opening the approval link: Slack's consent page, with a fresh state.
+    pub async fn open(&self, link: &str) -> String {
+        support::open_link(&self.http, link).await
     }
 
     /// The browser following Slack's redirect back to the operator.
@@ -176,7 +188,7 @@ impl Scenario {
         );
     }
 
-    /// Approves the Slack authorize `link` and exchanges the code itself, as a tool other than
+    /// Approves the approval `link` and exchanges the code itself, as a tool other than
     /// the operator (Ping's hosted service) would: Slack's whole `oauth.v2.access` answer.
     pub async fn exchange_by_hand(&self, link: &str) -> Value {
         let back = self.decide(link, Decision::Allow).await;

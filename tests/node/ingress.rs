@@ -1,6 +1,7 @@
 //! Traefik, an Ingress controller built from its Go module (`hack/build-traefik.sh`), run on the
 //! node in a namespace of its own, for a test to put in front of a release: it serves the
-//! Ingresses of its own IngressClass on a node port.
+//! Ingresses of its own IngressClass on a node port, over http and, with the certificates their
+//! `tls` Secrets hold, over https.
 
 use std::process::Command;
 
@@ -15,10 +16,15 @@ use crate::{
 
 pub struct Traefik {
     pub ns: TestNamespace,
-    /// The IngressClass it serves (cluster-scoped, so named after its namespace).
+    /// The IngressClass it serves (cluster-scoped, so named after its namespace unless a test
+    /// names it).
     pub class: String,
-    /// The node port of its `web` entry point.
+    /// The node port of its `web` entry point (http).
     pub node_port: u16,
+    /// The node port of its `websecure` entry point (https).
+    pub tls_node_port: u16,
+    /// Its cluster-scoped RBAC objects, named after its namespace.
+    rbac: String,
 }
 
 /// Builds Traefik's image (once, cached) and loads it into the node; returns its name.
@@ -57,13 +63,20 @@ fn load_image() -> String {
 }
 
 impl Traefik {
-    /// Deploys Traefik and waits until it is Ready.
+    /// Deploys Traefik for an IngressClass of its own and waits until it is Ready.
     pub async fn deploy(client: &Client) -> Self {
+        Self::deploy_serving(client, None).await
+    }
+
+    /// Deploys Traefik and waits until it is Ready; it serves the IngressClass `class`, which it
+    /// creates (and deletes on drop), or one of its own.
+    pub async fn deploy_serving(client: &Client, class: Option<&str>) -> Self {
         let image = tokio::task::spawn_blocking(load_image)
             .await
             .expect("the image loaded");
         let ns = TestNamespace::create(client, "traefik").await;
-        let class = format!("traefik-{}", ns.name);
+        let rbac = format!("traefik-{}", ns.name);
+        let class = class.map_or_else(|| rbac.clone(), str::to_owned);
         let name = "traefik";
         let labels = json!({ "app.kubernetes.io/name": "traefik" });
         let manifests = json!({
@@ -74,7 +87,7 @@ impl Traefik {
                   "metadata": { "name": name, "namespace": ns.name } },
                 // What Traefik's Kubernetes Ingress provider reads (its documented RBAC).
                 { "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
-                  "metadata": { "name": class },
+                  "metadata": { "name": rbac },
                   "rules": [
                     { "apiGroups": [""], "resources": ["services", "endpoints", "secrets", "nodes"],
                       "verbs": ["get", "list", "watch"] },
@@ -86,8 +99,8 @@ impl Traefik {
                       "verbs": ["update"] }
                   ] },
                 { "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
-                  "metadata": { "name": class },
-                  "roleRef": { "apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": class },
+                  "metadata": { "name": rbac },
+                  "roleRef": { "apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": rbac },
                   "subjects": [ { "kind": "ServiceAccount", "name": name, "namespace": ns.name } ] },
                 { "apiVersion": "networking.k8s.io/v1", "kind": "IngressClass",
                   "metadata": { "name": class },
@@ -109,6 +122,10 @@ impl Traefik {
                           "imagePullPolicy": "Never",
                           "args": [
                             "--entryPoints.web.address=:8000",
+                            // Every router on it gets TLS, with the certificate of the
+                            // Ingress's `tls` Secret that matches the name the client asks for.
+                            "--entryPoints.websecure.address=:8443",
+                            "--entryPoints.websecure.http.tls=true",
                             "--ping=true",
                             "--providers.kubernetesingress=true",
                             format!("--providers.kubernetesingress.ingressClass={class}"),
@@ -117,6 +134,7 @@ impl Traefik {
                             "--log.level=INFO"
                           ],
                           "ports": [ { "name": "web", "containerPort": 8000 },
+                                     { "name": "websecure", "containerPort": 8443 },
                                      { "name": "ping", "containerPort": 8080 } ],
                           "readinessProbe": { "httpGet": { "path": "/ping", "port": "ping" },
                                               "periodSeconds": 2 },
@@ -130,7 +148,8 @@ impl Traefik {
                 { "apiVersion": "v1", "kind": "Service",
                   "metadata": { "name": name, "namespace": ns.name },
                   "spec": { "type": "NodePort", "selector": labels,
-                            "ports": [ { "name": "web", "port": 80, "targetPort": "web" } ] } }
+                            "ports": [ { "name": "web", "port": 80, "targetPort": "web" },
+                                       { "name": "websecure", "port": 443, "targetPort": "websecure" } ] } }
             ]
         });
         let manifests = manifests.to_string();
@@ -159,17 +178,21 @@ impl Traefik {
             .get(name)
             .await
             .expect("Traefik's Service");
-        let node_port = service
-            .spec
-            .and_then(|s| s.ports)
-            .unwrap_or_default()
-            .first()
-            .and_then(|p| p.node_port)
-            .expect("a node port");
+        let ports = service.spec.and_then(|s| s.ports).unwrap_or_default();
+        let node_port = |name: &str| {
+            let port = ports
+                .iter()
+                .find(|p| p.name.as_deref() == Some(name))
+                .and_then(|p| p.node_port)
+                .unwrap_or_else(|| panic!("a node port for {name}"));
+            u16::try_from(port).expect("a port")
+        };
         Self {
+            node_port: node_port("web"),
+            tls_node_port: node_port("websecure"),
             ns,
             class,
-            node_port: u16::try_from(node_port).expect("a port"),
+            rbac,
         }
     }
 }
@@ -185,10 +208,11 @@ impl Drop for Traefik {
                 "--wait=false",
                 "--ignore-not-found",
             ],
+            vec!["delete", "ingressclass", &self.class, "--ignore-not-found"],
             vec![
                 "delete",
-                "ingressclass,clusterrole,clusterrolebinding",
-                &self.class,
+                "clusterrole,clusterrolebinding",
+                &self.rbac,
                 "--ignore-not-found",
             ],
         ] {

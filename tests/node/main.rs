@@ -16,4 +16,5 @@ mod image;
 mod ingress;
 mod node;
 mod pods;
+mod readme_helm;
 mod release;

@@ -69,6 +69,21 @@ fn read_node() -> Result<Node, String> {
     })
 }
 
+/// What every test on the node shares: the CRD, and the grants of every namespace. A test that
+/// changes them for all holds it alone ([`cluster_to_itself`]); every release holds it shared
+/// ([`share_cluster`]), so such a test never runs beside one.
+static SHARED: tokio::sync::RwLock<()> = tokio::sync::RwLock::const_new(());
+
+/// Waits until no test holds the cluster to itself, and keeps it from doing so while held.
+pub async fn share_cluster() -> tokio::sync::RwLockReadGuard<'static, ()> {
+    SHARED.read().await
+}
+
+/// Waits until no other test uses the cluster, and keeps them waiting while held.
+pub async fn cluster_to_itself() -> tokio::sync::RwLockWriteGuard<'static, ()> {
+    SHARED.write().await
+}
+
 /// The tag under which the same image is loaded a second time, for rolling upgrades.
 pub fn next_tag() -> String {
     format!("{}-next", env!("CARGO_PKG_VERSION"))

@@ -137,6 +137,7 @@ pub struct Release {
     _relay: Relay,
     _logs: PodLogs,
     _dir: TempDir,
+    _shared: tokio::sync::RwLockReadGuard<'static, ()>,
 }
 
 /// Runs helm off the async runtime, so that the emulator and the relay keep serving meanwhile.
@@ -163,6 +164,7 @@ impl Release {
         flags: &[&str],
         ingress: Option<&crate::ingress::Traefik>,
     ) -> Self {
+        let shared = node::share_cluster().await;
         let node = node::node();
         let tag = tokio::task::spawn_blocking(node::load_image)
             .await
@@ -266,6 +268,7 @@ impl Release {
             _relay: relay,
             _logs: logs,
             _dir: dir,
+            _shared: shared,
         };
         release.create_client_secret().await;
         release.wait_until_served().await;
@@ -403,10 +406,11 @@ impl Release {
     /// A Slack owner clicks Allow, and the browser follows Slack's redirect to the public URL,
     /// through the relay and the Service to a pod. An error means the callback was not served.
     pub async fn approve(&self, link: &str) -> Result<Answer, String> {
+        let consent = support::open_link(&self.http, link).await;
         let back = self
             .slack
             .emulator
-            .authorize(link, Decision::Allow)
+            .authorize(&consent, Decision::Allow)
             .await
             .map_err(|e| format!("Slack's consent page refused the link: {e:?}"))?;
         if !back.starts_with(&self.public_url) {

@@ -13,6 +13,32 @@ pub struct Browser {
 }
 
 impl Browser {
+    /// Opens `link`, clicks Allow on Slack's page, and waits for the operator's page: its title.
+    pub async fn approve(&self, link: &str) -> String {
+        use fantoccini::Locator;
+        let client = &self.client;
+        client
+            .goto(link)
+            .await
+            .expect("open the authorization link");
+        client
+            .find(Locator::Id("allow"))
+            .await
+            .expect("Slack's Allow button")
+            .click()
+            .await
+            .expect("click Allow");
+        client
+            .wait()
+            .at_most(Duration::from_secs(30))
+            .for_element(Locator::Id("title"))
+            .await
+            .expect("a page")
+            .text()
+            .await
+            .expect("title text")
+    }
+
     pub async fn start() -> Self {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let chromedriver = tool("CHROMEDRIVER");
@@ -86,27 +112,8 @@ pub struct BrowserPage {
 pub async fn approve_in_browser(link: &str) -> BrowserPage {
     use fantoccini::Locator;
     let browser = Browser::start().await;
+    let heading = browser.approve(link).await;
     let client = &browser.client;
-    client
-        .goto(link)
-        .await
-        .expect("open the authorization link");
-    client
-        .find(Locator::Id("allow"))
-        .await
-        .expect("Slack's Allow button")
-        .click()
-        .await
-        .expect("click Allow");
-    let heading = client
-        .wait()
-        .at_most(Duration::from_secs(30))
-        .for_element(Locator::Id("title"))
-        .await
-        .expect("a page")
-        .text()
-        .await
-        .expect("title text");
     let text = client
         .find(Locator::Css("body"))
         .await

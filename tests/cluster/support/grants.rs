@@ -95,3 +95,26 @@ pub fn shared_client_secret(name: &str, value: &str) -> Secret {
     }))
     .expect("client secret")
 }
+
+/// A browser opening a grant's approval link (`status.authorizationURL`): where the operator
+/// sends it, Slack's consent page with a fresh `state`. `http` must not follow redirects.
+pub async fn open_link(http: &reqwest::Client, link: &str) -> String {
+    let response = http
+        .get(link)
+        .send()
+        .await
+        .expect("the approval link answers");
+    let status = response.status().as_u16();
+    let location = response
+        .headers()
+        .get("location")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    match (status, location) {
+        (303, Some(location)) => location,
+        (status, _) => panic!(
+            "the approval link {link} answered {status} instead of sending the browser to Slack: {}",
+            response.text().await.unwrap_or_default()
+        ),
+    }
+}

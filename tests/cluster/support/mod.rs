@@ -19,6 +19,7 @@ mod client;
 mod grants;
 mod namespace;
 mod operator;
+pub mod readme_blocks;
 mod slack;
 mod tools;
 
@@ -26,8 +27,8 @@ pub use audit::{audit_events_since, audit_log, audit_offset, audit_writes_in_nam
 pub use browser::{Browser, BrowserPage, approve_in_browser};
 pub use client::{client, client_from, install_crd};
 pub use grants::{
-    SHARED_WITH_GRANTS, ready_reason, shared_client_secret, wait_for_grant, wait_for_grant_within,
-    wait_for_grants,
+    SHARED_WITH_GRANTS, open_link, ready_reason, shared_client_secret, wait_for_grant,
+    wait_for_grant_within, wait_for_grants,
 };
 pub use namespace::TestNamespace;
 pub use operator::{Launch, Operator, cpu_seconds, log_dir};

@@ -27,7 +27,7 @@ async fn a_grant_completes_in_a_real_browser_through_the_charts_ingress_which_ro
         url: landed_on,
         ..
     } = support::approve_in_browser(&link).await;
-    assert_eq!(heading, "Slack authorization complete");
+    assert_eq!(heading, "Slack approval complete");
     assert!(
         landed_on
             .as_str()

@@ -291,7 +291,7 @@ async fn a_grant_completes_in_a_real_browser_through_the_service() {
         url: landed_on,
     } = support::approve_in_browser(&link).await;
 
-    assert_eq!(heading, "Slack authorization complete", "page: {page}");
+    assert_eq!(heading, "Slack approval complete", "page: {page}");
     assert!(
         landed_on.as_str().starts_with(&r.public_url),
         "landed on {landed_on}"

@@ -1,0 +1,108 @@
+//! Which grant publishes which approval link: a watch of the grants (in every namespace, or in
+//! each of `--watch-namespaces`) that every replica keeps, leader or not, so that any replica
+//! answers a visit from memory, with no request to the API server.
+
+use std::sync::Arc;
+
+use futures::{FutureExt, StreamExt};
+use kube::{
+    Api, Client, ResourceExt,
+    runtime::{WatchStreamExt, reflector, watcher},
+};
+use tokio_util::sync::CancellationToken;
+use tracing::warn;
+
+use super::link::published_token;
+use crate::{api::SlackOAuthGrant, retry::Backoff};
+
+/// The grants as the watch last saw them.
+#[derive(Clone)]
+pub struct Links {
+    stores: Vec<reflector::Store<SlackOAuthGrant>>,
+}
+
+/// The watch has not listed the grants yet (the process just started).
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("failed to look up the approval link: the operator is still loading the grants")]
+pub struct NotSynced;
+
+impl Links {
+    /// Starts the watches; they stop with `shutdown`.
+    pub fn watch(client: &Client, namespaces: &[String], shutdown: &CancellationToken) -> Self {
+        let apis: Vec<Api<SlackOAuthGrant>> = if namespaces.is_empty() {
+            vec![Api::all(client.clone())]
+        } else {
+            namespaces
+                .iter()
+                .map(|namespace| Api::namespaced(client.clone(), namespace))
+                .collect()
+        };
+        let stores = apis
+            .into_iter()
+            .map(|api| {
+                let (store, writer) = reflector::store();
+                let stream = reflector::reflector(
+                    writer,
+                    watcher(api, watcher::Config::default().any_semantic())
+                        .backoff(Backoff::watch())
+                        // Only spec and status are read; managed fields are most of an object.
+                        .modify(|grant| grant.managed_fields_mut().clear()),
+                )
+                .applied_objects();
+                let shutdown = shutdown.clone();
+                tokio::spawn(async move {
+                    let mut stream = std::pin::pin!(stream);
+                    loop {
+                        tokio::select! {
+                            () = shutdown.cancelled() => return,
+                            next = stream.next() => match next {
+                                Some(Ok(_)) => {}
+                                Some(Err(error)) => warn!(
+                                    error = &error as &dyn std::error::Error,
+                                    "failed to watch grants for their approval links; retrying"
+                                ),
+                                None => return,
+                            },
+                        }
+                    }
+                });
+                store
+            })
+            .collect();
+        Self { stores }
+    }
+
+    /// Waits until every watch has listed the grants once.
+    pub async fn synced(&self) {
+        for store in &self.stores {
+            // The writer lives as long as its watch task; if that ended, so is the process.
+            let _ = store.wait_until_ready().await;
+        }
+    }
+
+    /// Links over stores filled by someone else (tests).
+    pub fn from_stores(stores: Vec<reflector::Store<SlackOAuthGrant>>) -> Self {
+        Self { stores }
+    }
+
+    /// The grant whose `status.authorizationURL` is the approval link with `token`, if any.
+    pub fn grant(&self, token: &str) -> Result<Option<Arc<SlackOAuthGrant>>, NotSynced> {
+        let mut found = None;
+        for store in &self.stores {
+            if store.wait_until_ready().now_or_never().is_none() {
+                return Err(NotSynced);
+            }
+            found = found.or_else(|| store.find(|grant| publishes(grant, token)));
+        }
+        Ok(found)
+    }
+}
+
+fn publishes(grant: &SlackOAuthGrant, token: &str) -> bool {
+    grant
+        .status
+        .as_ref()
+        .and_then(|s| s.authorization_url.as_deref())
+        .and_then(published_token)
+        == Some(token)
+}
