@@ -106,17 +106,6 @@ pub struct Flags {
     #[arg(long, env = "TOKEN_CHECK_INTERVAL", default_value = "1h", value_parser = humantime::parse_duration)]
     pub token_check_interval: Duration,
 
-    /// How many grants are reconciled at once, at most (1 to 256): in all namespaces, or in each
-    /// of `--watch-namespaces`. Each reconcile makes a few API requests at a time, so this bounds
-    /// the requests and connections a restart or a burst opens; the rest wait in the queue.
-    #[arg(
-        long,
-        env = "MAX_CONCURRENT_RECONCILES",
-        default_value_t = 8,
-        value_parser = clap::value_parser!(u16).range(1..=256)
-    )]
-    pub max_concurrent_reconciles: u16,
-
     /// How long a token that a new approval replaced (a scope change, a re-authorization) stays
     /// live after the new one is in the Secret, so that its consumers can switch, before the
     /// operator revokes it with `auth.revoke`.
@@ -162,7 +151,6 @@ pub struct Config {
     pub require_team_id: bool,
     pub token_check_interval: Duration,
     pub revoke_grace: Duration,
-    pub max_concurrent_reconciles: u16,
 }
 
 /// Where and how replicas elect the one that reconciles.
@@ -283,7 +271,6 @@ impl Flags {
             state_key_secret: self.state_key_secret,
             require_team_id: self.require_team_id,
             token_check_interval: self.token_check_interval,
-            max_concurrent_reconciles: self.max_concurrent_reconciles,
             revoke_grace: self.revoke_grace,
             leader_election,
             redirect_uri,
@@ -444,24 +431,6 @@ mod tests {
         ])
         .validate();
         assert!(matches!(too_short, Err(Error::AuthorizationTtlOutOfRange)));
-    }
-
-    #[test]
-    fn reconciles_are_bounded_by_default_and_the_bound_is_checked() {
-        let config = flags(&["--public-url", "https://x.example"])
-            .validate()
-            .expect("valid");
-        assert_eq!(config.max_concurrent_reconciles, 8);
-        for bad in ["0", "257", "many"] {
-            let parsed = Flags::try_parse_from([
-                "op",
-                "--public-url",
-                "https://x.example",
-                "--max-concurrent-reconciles",
-                bad,
-            ]);
-            assert!(parsed.is_err(), "{bad}");
-        }
     }
 
     #[test]

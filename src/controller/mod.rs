@@ -110,10 +110,7 @@ pub struct Context {
 /// What the controller is built from.
 #[derive(Clone)]
 pub struct Deps {
-    /// For requests: at most [`crate::client::MAX_REQUESTS_IN_FLIGHT`] at once.
     pub client: Client,
-    /// For the controller's watches, which are long-lived and must never wait for a request.
-    pub watch_client: Client,
     pub config: Arc<Config>,
     pub state_key: StateKey,
     pub recorder: Recorder,
@@ -136,7 +133,7 @@ pub async fn run(deps: Deps, shutdown: CancellationToken) {
 }
 
 async fn run_in(deps: Deps, namespace: Option<&str>, shutdown: CancellationToken) {
-    let client = deps.watch_client.clone();
+    let client = deps.client.clone();
     let (grants, secrets) = match namespace {
         Some(namespace) => (
             Api::<SlackOAuthGrant>::namespaced(client.clone(), namespace),
@@ -154,9 +151,7 @@ async fn run_in(deps: Deps, namespace: Option<&str>, shutdown: CancellationToken
             secrets.clone(),
             watcher::Config::default().labels(&format!("{}=true", labels::SHARED_WITH_GRANTS)),
         )
-        .backoff(Backoff::watch())
-        // Only data, labels and annotations are read; managed fields are most of an object.
-        .modify(|secret| secret.managed_fields_mut().clear()),
+        .backoff(Backoff::watch()),
     )
     .applied_objects();
     let (ready_tx, shared_ready) = tokio::sync::watch::channel(false);
@@ -166,24 +161,10 @@ async fn run_in(deps: Deps, namespace: Option<&str>, shutdown: CancellationToken
             let _ = ready_tx.send(true);
         }
     });
-    // Bounded, so that a restart or a burst of grants queues instead of opening a request (and
-    // a connection) per grant at once.
-    let (grant_store, grant_writer) = reflector::store();
-    let grant_stream = reflector::reflector(
-        grant_writer,
-        watcher(grants, watcher::Config::default().any_semantic())
-            .backoff(Backoff::watch())
-            .modify(|grant| grant.managed_fields_mut().clear()),
-    )
-    .applied_objects();
-    let controller = Controller::for_stream(grant_stream, grant_store).with_config(
-        kube::runtime::controller::Config::default()
-            .concurrency(deps.config.max_concurrent_reconciles),
-    );
+    let controller = Controller::new(grants, watcher::Config::default().any_semantic());
     let grant_store = controller.store();
     let Deps {
         client,
-        watch_client: _,
         config,
         state_key,
         recorder,
