@@ -8,6 +8,7 @@ pub mod admin;
 pub mod api;
 pub mod authorization;
 pub mod callback;
+pub mod client;
 pub mod config;
 pub mod controller;
 pub mod crdgen;

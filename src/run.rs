@@ -84,7 +84,9 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> Result<(), Error> {
     let config = Arc::new(config);
-    let client = Client::try_from(kube_config.clone()).map_err(Error::Kubernetes)?;
+    // Watches on one client; requests, at most MAX_REQUESTS_IN_FLIGHT at a time, on another.
+    let watch_client = Client::try_from(kube_config.clone()).map_err(Error::Kubernetes)?;
+    let client = crate::client::bounded(kube_config.clone()).map_err(Error::Kubernetes)?;
     let (callback_listener, admin_listener) = bind(&config)?;
     client
         .apiserver_version()
@@ -101,7 +103,7 @@ pub async fn run(
             .with_scim_url(config.slack_scim_url.clone()),
     );
     // On the controller's client: watches are long-lived, and that one has no read timeout.
-    let links = Links::watch(&client, &config.watch_namespaces, &shutdown);
+    let links = Links::watch(&watch_client, &config.watch_namespaces, &shutdown);
     let callback = callback_of(
         kube_config,
         links,
@@ -138,6 +140,7 @@ pub async fn run(
     ));
     let deps = controller::Deps {
         client,
+        watch_client,
         config,
         state_key,
         recorder,
@@ -227,7 +230,7 @@ fn callback_of(
     callback_config.connect_timeout = Some(CALLBACK_CLIENT_TIMEOUT);
     callback_config.read_timeout = Some(CALLBACK_CLIENT_TIMEOUT);
     callback_config.write_timeout = Some(CALLBACK_CLIENT_TIMEOUT);
-    let client = Client::try_from(callback_config).map_err(Error::Kubernetes)?;
+    let client = crate::client::bounded(callback_config).map_err(Error::Kubernetes)?;
     Ok(Arc::new(Callback {
         cluster: KubeCluster {
             links,

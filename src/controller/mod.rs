@@ -110,7 +110,10 @@ pub struct Context {
 /// What the controller is built from.
 #[derive(Clone)]
 pub struct Deps {
+    /// For requests: at most [`crate::client::MAX_REQUESTS_IN_FLIGHT`] at once.
     pub client: Client,
+    /// For the controller's watches, which are long-lived and must never wait for a request.
+    pub watch_client: Client,
     pub config: Arc<Config>,
     pub state_key: StateKey,
     pub recorder: Recorder,
@@ -133,7 +136,7 @@ pub async fn run(deps: Deps, shutdown: CancellationToken) {
 }
 
 async fn run_in(deps: Deps, namespace: Option<&str>, shutdown: CancellationToken) {
-    let client = deps.client.clone();
+    let client = deps.watch_client.clone();
     let (grants, secrets) = match namespace {
         Some(namespace) => (
             Api::<SlackOAuthGrant>::namespaced(client.clone(), namespace),
@@ -151,7 +154,9 @@ async fn run_in(deps: Deps, namespace: Option<&str>, shutdown: CancellationToken
             secrets.clone(),
             watcher::Config::default().labels(&format!("{}=true", labels::SHARED_WITH_GRANTS)),
         )
-        .backoff(Backoff::watch()),
+        .backoff(Backoff::watch())
+        // Only data, labels and annotations are read; managed fields are most of an object.
+        .modify(|secret| secret.managed_fields_mut().clear()),
     )
     .applied_objects();
     let (ready_tx, shared_ready) = tokio::sync::watch::channel(false);
@@ -161,10 +166,22 @@ async fn run_in(deps: Deps, namespace: Option<&str>, shutdown: CancellationToken
             let _ = ready_tx.send(true);
         }
     });
-    let controller = Controller::new(grants, watcher::Config::default().any_semantic());
+    // Reconciles are not bounded yet: with a bound of 8, `helm upgrade` under load (tests/node
+    // pods::upgrade) left grants unreconciled behind reconciles that held their slot for minutes.
+    // Requests are bounded instead, by the client (`crate::client`).
+    let (grant_store, grant_writer) = reflector::store();
+    let grant_stream = reflector::reflector(
+        grant_writer,
+        watcher(grants, watcher::Config::default().any_semantic())
+            .backoff(Backoff::watch())
+            .modify(|grant| grant.managed_fields_mut().clear()),
+    )
+    .applied_objects();
+    let controller = Controller::for_stream(grant_stream, grant_store);
     let grant_store = controller.store();
     let Deps {
         client,
+        watch_client: _,
         config,
         state_key,
         recorder,
