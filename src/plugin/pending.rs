@@ -7,7 +7,7 @@
 //! - completed: `AuthorizationPending` turns `False` (`UpToDate`) and `Ready` is `True`.
 //! - a failed attempt: the condition the attempt is recorded on (`Ready` while it is `False`,
 //!   `AuthorizationPending` while a working token keeps `Ready` `True`) takes one of
-//!   [`reasons::ATTEMPT_FAILURES`], and the operator publishes a fresh link next to it. So a
+//!   [`reasons::ATTEMPT_FAILURES`], and the same link stays published for the next attempt. So a
 //!   failure is a change *to* such a reason seen during the wait; one already there when the
 //!   wait starts is an earlier attempt's, shown as a note.
 
