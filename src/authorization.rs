@@ -44,14 +44,6 @@ pub fn authorization_url(
     url
 }
 
-/// The `state` inside a published authorization URL.
-pub fn state_of(authorization_url: &str) -> Option<String> {
-    let url = Url::parse(authorization_url).ok()?;
-    url.query_pairs()
-        .find(|(k, _)| k == "state")
-        .map(|(_, v)| v.into_owned())
-}
-
 /// Why Slack's answer does not satisfy the grant. Each becomes a condition reason and a page.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum Mismatch {
@@ -475,7 +467,6 @@ mod tests {
         );
         assert_eq!(query["state"], "s1.abc");
         assert_eq!(query["team"], "T0123");
-        assert_eq!(state_of(url.as_str()).as_deref(), Some("s1.abc"));
     }
 
     #[test]

@@ -61,15 +61,7 @@ async fn show(browser: &Browser, outcome: &str, url: Option<&str>) -> BrowserPag
         let path = screenshot_dir().join(format!("{outcome}-{width}.png"));
         std::fs::write(&path, png).expect("save the screenshot");
     }
-    let text = client
-        .find(Locator::Css("body"))
-        .await
-        .expect("body")
-        .text()
-        .await
-        .expect("text");
-    let url = client.current_url().await.expect("url").to_string();
-    BrowserPage { heading, text, url }
+    browser.page(heading).await
 }
 
 fn says(page: &BrowserPage, heading: &str, texts: &[&str]) {

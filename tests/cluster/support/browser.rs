@@ -39,6 +39,20 @@ impl Browser {
             .expect("title text")
     }
 
+    /// The page shown now, read as a person reads it, under `heading`.
+    pub async fn page(&self, heading: String) -> BrowserPage {
+        let client = &self.client;
+        let text = client
+            .find(fantoccini::Locator::Css("body"))
+            .await
+            .expect("body")
+            .text()
+            .await
+            .expect("text");
+        let url = client.current_url().await.expect("url").to_string();
+        BrowserPage { heading, text, url }
+    }
+
     pub async fn start() -> Self {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let chromedriver = tool("CHROMEDRIVER");
@@ -113,15 +127,7 @@ pub async fn approve_in_browser(link: &str) -> BrowserPage {
     use fantoccini::Locator;
     let browser = Browser::start().await;
     let heading = browser.approve(link).await;
-    let client = &browser.client;
-    let text = client
-        .find(Locator::Css("body"))
-        .await
-        .expect("body")
-        .text()
-        .await
-        .expect("text");
-    let url = client.current_url().await.expect("url").to_string();
+    let page = browser.page(heading).await;
     browser.close().await;
-    BrowserPage { heading, text, url }
+    page
 }
