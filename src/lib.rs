@@ -7,6 +7,7 @@
 pub mod admin;
 pub mod api;
 pub mod authorization;
+pub mod cache;
 pub mod callback;
 pub mod client;
 pub mod config;

@@ -17,6 +17,11 @@ pub struct OutcomeLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SourceLabels {
+    pub source: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct GrantLabels {
     pub namespace: String,
     pub grant: String,
@@ -70,6 +75,9 @@ pub struct Metrics {
     registry: Arc<Registry>,
     /// Reconciles, by `ok` or `error`.
     pub reconciles: Family<OutcomeLabels, Counter>,
+    /// Where reconciles read a grant's token Secret and record: `cache` (the controller's
+    /// watches) or `api` (the API server, when the caches show something to act on).
+    pub reconcile_reads: Family<SourceLabels, Counter>,
     /// Callbacks, by outcome: `Authorized`, a condition reason, or `Refused` (no grant touched).
     pub callbacks: Family<OutcomeLabels, Counter>,
     /// Visits to approval links, by outcome: `Redirected` (sent on to Slack), `Forged`,
@@ -108,6 +116,7 @@ impl Default for Metrics {
     fn default() -> Self {
         let mut registry = Registry::with_prefix("slack_oauth_operator");
         let reconciles = Family::<OutcomeLabels, Counter>::default();
+        let reconcile_reads = Family::<SourceLabels, Counter>::default();
         let callbacks = Family::<OutcomeLabels, Counter>::default();
         let link_visits = Family::<OutcomeLabels, Counter>::default();
         let leader = Gauge::default();
@@ -115,6 +124,11 @@ impl Default for Metrics {
             "reconciles",
             "Grant reconciles, by outcome",
             reconciles.clone(),
+        );
+        registry.register(
+            "reconcile_reads",
+            "Reads of a grant's token Secret and record by reconciles, by source: cache or api",
+            reconcile_reads.clone(),
         );
         registry.register(
             "callbacks",
@@ -191,6 +205,7 @@ impl Default for Metrics {
         Self {
             registry: Arc::new(registry),
             reconciles,
+            reconcile_reads,
             callbacks,
             link_visits,
             leader,
@@ -210,6 +225,14 @@ impl Metrics {
         let outcome = if ok { "ok" } else { "error" }.to_owned();
         self.reconciles
             .get_or_create(&OutcomeLabels { outcome })
+            .inc();
+    }
+
+    pub fn count_read(&self, source: &'static str) {
+        self.reconcile_reads
+            .get_or_create(&SourceLabels {
+                source: source.to_owned(),
+            })
             .inc();
     }
 

@@ -17,6 +17,7 @@ use tracing::{error, info, warn};
 use crate::{
     admin::{self, Readiness},
     api::FIELD_MANAGER,
+    cache::Caches,
     callback::{
         self, Callback, MAX_CUSTODIES,
         cluster::{KubeCluster, Links},
@@ -104,9 +105,16 @@ pub async fn run(
     );
     // On the controller's client: watches are long-lived, and that one has no read timeout.
     let links = Links::watch(&watch_client, &config.watch_namespaces, &shutdown);
+    let shared = Caches::keep(
+        &watch_client,
+        &config.watch_namespaces,
+        &format!("{}=true", crate::api::labels::SHARED_WITH_GRANTS),
+        "Secrets shared with grants",
+        &shutdown,
+    );
     let callback = callback_of(
         kube_config,
-        links,
+        (links, shared),
         &config,
         &state_key,
         (&recorder, &metrics),
@@ -122,7 +130,10 @@ pub async fn run(
     );
     tokio::spawn(ready_once_the_crd_is_served(
         client.clone(),
-        callback.cluster.links.clone(),
+        (
+            callback.cluster.links.clone(),
+            callback.cluster.shared.clone(),
+        ),
         readiness.clone(),
         shutdown.clone(),
     ));
@@ -168,14 +179,15 @@ const CRD_RECHECK: Duration = Duration::from_secs(5);
 /// How often its absence is logged again.
 const CRD_MISSING_LOG_EVERY: Duration = Duration::from_secs(60);
 
-/// Marks the operator ready once the API server serves SlackOAuthGrants and the grants are
-/// loaded: without the CRD no grant can exist, so no callback could succeed and no pod should
-/// take traffic; before the grants are loaded, no approval link can be answered. Until then it
+/// Marks the operator ready once the API server serves SlackOAuthGrants and the grants and the
+/// Secrets shared with them are loaded: without the CRD no grant can exist, so no callback could
+/// succeed and no pod should take traffic; before the grants are loaded, no approval link can be
+/// answered. Until then it
 /// says, in words, what is missing and how to install it. Discovery is readable by every
 /// authenticated client, so this needs no extra permission.
 async fn ready_once_the_crd_is_served(
     client: Client,
-    links: Links,
+    (links, shared): (Links, Caches),
     readiness: Readiness,
     shutdown: CancellationToken,
 ) {
@@ -191,6 +203,11 @@ async fn ready_once_the_crd_is_served(
             Ok(true) => {
                 tokio::select! {
                     () = links.synced() => {}
+                    () = shutdown.cancelled() => return,
+                }
+                tokio::select! {
+                    // Only a watch that ended (the process stopping) fails.
+                    _ = shared.ready() => {}
                     () = shutdown.cancelled() => return,
                 }
                 info!("the SlackOAuthGrant CRD is served and the grants are loaded; ready");
@@ -219,7 +236,7 @@ async fn ready_once_the_crd_is_served(
 /// The callback server's state: its own Kubernetes client (with timeouts), Slack, the key.
 fn callback_of(
     kube_config: kube::Config,
-    links: Links,
+    (links, shared): (Links, Caches),
     config: &Arc<Config>,
     state_key: &StateKey,
     (recorder, metrics): (&Recorder, &Metrics),
@@ -234,6 +251,7 @@ fn callback_of(
     Ok(Arc::new(Callback {
         cluster: KubeCluster {
             links,
+            shared,
             records: crate::store::Records::new(client.clone(), &config.namespace),
             client,
             recorder: recorder.clone(),

@@ -100,7 +100,7 @@ fn value<T: serde::Serialize>(v: &T) -> Value {
 /// The claim: records the state as used and the exchange as started, in one patch guarded by
 /// the resourceVersion it was computed from. `None` when the grant already remembers
 /// [`MAX_USED_STATES`] unexpired states.
-fn claim_patch(
+pub(crate) fn claim_patch(
     grant: &SlackOAuthGrant,
     exchange: &ExchangeStatus,
     used: &UsedState,
@@ -140,6 +140,10 @@ fn claim_patch(
         PatchOperation::Add(AddOperation {
             path: pointer(&["status", "exchange"]),
             value: value(exchange),
+        }),
+        PatchOperation::Add(AddOperation {
+            path: pointer(&["status", "reason"]),
+            value: Value::String(reasons::EXCHANGING.to_owned()),
         }),
     ]))
 }
@@ -238,6 +242,7 @@ pub async fn record_failure(
         let mut status = current.status.clone().unwrap_or_default();
         let generation = grant.metadata.generation.unwrap_or_default();
         status.conditions = with_attempt(&status.conditions, reason, message, generation, now);
+        status.reason = Some(reason.to_owned());
         status.exchange = None;
         match update(grants, &current, status).await {
             Ok(()) => return Ok(()),
@@ -253,8 +258,10 @@ pub async fn record_failure(
     Ok(())
 }
 
-/// `conditions` with an approval attempt's `reason` recorded: on `AuthorizationPending` while a
-/// working token keeps `Ready` `True` (a re-authorization, a spec change), else on `Ready`.
+/// `conditions` with an approval attempt's `reason` recorded, as the controller plans it (so
+/// the reconcile the write wakes has nothing to change): on `AuthorizationPending`, which stays
+/// `True` while the link is out, and also on `Ready` unless a working token keeps it `True` (a
+/// re-authorization, a spec change). Each condition keeps its place.
 pub fn with_attempt(
     conditions: &[Condition],
     reason: &str,
@@ -263,21 +270,25 @@ pub fn with_attempt(
     now: Timestamp,
 ) -> Vec<Condition> {
     let ready = conditions.iter().find(|c| c.type_ == conditions::READY);
-    if ready.is_none_or(|c| c.status != "True") {
-        return with_ready(conditions, reason, message, generation, now);
-    }
-    let previous = conditions
+    let mut updated = if ready.is_none_or(|c| c.status != "True") {
+        with_ready(conditions, reason, message, generation, now)
+    } else {
+        conditions.to_vec()
+    };
+    let previous = updated
         .iter()
         .find(|c| c.type_ == conditions::AUTHORIZATION_PENDING);
     let mut pending =
         conditions::ready(previous, true, reason, message.to_owned(), generation, now);
     pending.type_ = conditions::AUTHORIZATION_PENDING.to_owned();
-    conditions
-        .iter()
-        .filter(|c| c.type_ != conditions::AUTHORIZATION_PENDING)
-        .cloned()
-        .chain(std::iter::once(pending))
-        .collect()
+    match updated
+        .iter_mut()
+        .find(|c| c.type_ == conditions::AUTHORIZATION_PENDING)
+    {
+        Some(slot) => *slot = pending,
+        None => updated.push(pending),
+    }
+    updated
 }
 
 /// `conditions` with `Ready` set to `False` for `reason`, first.

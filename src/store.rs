@@ -150,7 +150,9 @@ pub enum WriteOutcome {
 }
 
 /// Creates the consumer Secret `desired`, or replaces it if it is the grant's own; never
-/// touches anyone else's.
+/// touches anyone else's. It creates first, reading nothing: a token Secret is written mostly
+/// where there is none (a first approval, a deleted Secret). Only a create that finds one reads
+/// it, to replace it if it is the grant's.
 pub async fn write_consumer(
     client: &Client,
     grant: &SlackOAuthGrant,
@@ -159,11 +161,14 @@ pub async fn write_consumer(
     let namespace = grant.namespace().unwrap_or_default();
     let secrets = Api::<Secret>::namespaced(client.clone(), &namespace);
     let name = desired.name_any();
+    let exists = match call(secrets.create(&params(), desired)).await {
+        Ok(_) => return Ok(WriteOutcome::Written),
+        Err(error) if error.code() == Some(409) => error,
+        Err(error) => return Err(error),
+    };
     match call(secrets.get_opt(&name)).await? {
-        None => {
-            call(secrets.create(&params(), desired)).await?;
-            Ok(WriteOutcome::Written)
-        }
+        // Deleted since: the 409 is transient, and the caller tries again.
+        None => Err(exists),
         Some(existing) if manages(&existing, grant) => {
             let mut replacement = desired.clone();
             replacement.metadata.resource_version = existing.resource_version();

@@ -567,7 +567,7 @@ fn grant_rules() -> Value {
 /// start (which RBAC cannot limit by name).
 fn own_secrets_rules() -> Value {
     json!([
-        { "apiGroups": [""], "resources": ["secrets"], "verbs": ["get", "update", "delete"] },
+        { "apiGroups": [""], "resources": ["secrets"], "verbs": ["get", "list", "watch", "update", "delete"] },
         { "apiGroups": [""], "resources": ["secrets"], "verbs": ["create"] },
     ])
 }

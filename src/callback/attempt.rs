@@ -213,11 +213,29 @@ impl<'a, S: SlackApi, C: Cluster> Attempt<'a, S, C> {
     }
 
     /// Writes the record of the approval, on top of the grant's current one (whose token it
-    /// retires). A write that lost a race reads the record again.
+    /// retires). A write that lost a race reads the record again. A grant whose status reports
+    /// no token has no record as a rule, so its record is created without reading first; a
+    /// record there after all (an approval stored just before) makes the create fail, and is
+    /// read then.
     async fn record(&self, approved: &Approved, now: Timestamp) -> Result<Recorded, Unwritten> {
         let (cluster, grant) = (&self.callback.cluster, self.grant);
         let grace = self.callback.config.revoke_grace;
+        let first = grant.status.as_ref().is_none_or(|s| s.token.is_none());
         self.until_final("record the token", || async move {
+            if first {
+                let record = TokenRecord::approved(grant, approved, None, now, grace);
+                match cluster.write_record(&record, None).await {
+                    Ok(version) => {
+                        return Ok(Recorded {
+                            record,
+                            version,
+                            previous: None,
+                        });
+                    }
+                    Err(error) if error.code() == Some(409) => {}
+                    Err(error) => return Err(error),
+                }
+            }
             let previous = cluster.record(grant).await?;
             let record = TokenRecord::approved(
                 grant,
@@ -307,7 +325,7 @@ impl<'a, S: SlackApi, C: Cluster> Attempt<'a, S, C> {
         let secret = self
             .callback
             .cluster
-            .secret(&self.namespace(), &reference.name)
+            .shared_secret(&self.namespace(), &reference.name)
             .await?;
         let value = secret
             .filter(|s| shared_with(s, &self.grant.name_any()))

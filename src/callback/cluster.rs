@@ -27,6 +27,11 @@ pub trait Cluster: Send + Sync + 'static {
         name: &str,
     ) -> impl Future<Output = Result<Option<SlackOAuthGrant>, CallError>> + Send;
 
+    /// The grant as the watch of grants last saw it (see [`Links`]), if it has seen it. It may
+    /// lag: it only ever stands in for [`Cluster::grant`] where a stale copy costs nothing
+    /// (see `flow.rs`).
+    fn cached_grant(&self, namespace: &str, name: &str) -> Option<Arc<SlackOAuthGrant>>;
+
     /// The grant that publishes the approval link `token`, from memory (see [`Links`]).
     fn linked(&self, token: &str) -> Result<Option<Arc<SlackOAuthGrant>>, NotSynced>;
 
@@ -57,8 +62,9 @@ pub trait Cluster: Send + Sync + 'static {
         now: Timestamp,
     ) -> impl Future<Output = Result<(), CallError>> + Send;
 
-    /// The Secret `name` in the grant's namespace.
-    fn secret(
+    /// The Secret `name` in the grant's namespace, if it is shared with grants: from the watch
+    /// of shared Secrets, or from the API server if the watch has not seen it.
+    fn shared_secret(
         &self,
         namespace: &str,
         name: &str,
@@ -101,6 +107,8 @@ pub struct KubeCluster {
     pub client: Client,
     /// Which grant publishes which approval link.
     pub links: Links,
+    /// The Secrets shared with grants (client Secrets), in the watched namespaces.
+    pub shared: crate::cache::Caches,
     pub recorder: Recorder,
     /// The token records, in the operator's namespace.
     pub records: Records,
@@ -123,6 +131,10 @@ impl Cluster for KubeCluster {
         name: &str,
     ) -> Result<Option<SlackOAuthGrant>, CallError> {
         call(self.grants(namespace).get_opt(name)).await
+    }
+
+    fn cached_grant(&self, namespace: &str, name: &str) -> Option<Arc<SlackOAuthGrant>> {
+        self.links.named(namespace, name)
     }
 
     fn linked(&self, token: &str) -> Result<Option<Arc<SlackOAuthGrant>>, NotSynced> {
@@ -161,7 +173,14 @@ impl Cluster for KubeCluster {
         Ok(status::record_failure(&grants, grant, reason, message, now).await?)
     }
 
-    async fn secret(&self, namespace: &str, name: &str) -> Result<Option<Secret>, CallError> {
+    async fn shared_secret(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Option<Secret>, CallError> {
+        if let Some(cached) = self.shared.get(namespace, name) {
+            return Ok(Some(Secret::clone(&cached)));
+        }
         call(Api::<Secret>::namespaced(self.client.clone(), namespace).get_opt(name)).await
     }
 

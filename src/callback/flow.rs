@@ -139,7 +139,19 @@ impl<S: SlackApi, C: Cluster> Custody<S, C> {
     async fn run(self) -> Page {
         let cluster = &self.callback.cluster;
         let state = &self.state;
-        let grant = match cluster.grant(&state.namespace, &state.name).await {
+        let now = Timestamp::now();
+        // The watch's copy of the grant serves only a state it accepts: the claim that follows
+        // is guarded by the copy's resourceVersion, so a stale one costs a read there. Any
+        // refusal is decided on a fresh read instead.
+        let cached = cluster
+            .cached_grant(&state.namespace, &state.name)
+            .filter(|grant| grant.metadata.deletion_timestamp.is_none())
+            .filter(|grant| state.check(&view(grant), now.as_second()).is_ok());
+        let read = match cached {
+            Some(grant) => Ok(Some(SlackOAuthGrant::clone(&grant))),
+            None => cluster.grant(&state.namespace, &state.name).await,
+        };
+        let grant = match read {
             // A grant being deleted takes no new token.
             Ok(Some(grant)) if grant.metadata.deletion_timestamp.is_none() => grant,
             Ok(_) => return Refusal::NoLongerValid.page(),
@@ -152,7 +164,6 @@ impl<S: SlackApi, C: Cluster> Custody<S, C> {
             }
         };
         let about = Some(About::of(&grant));
-        let now = Timestamp::now();
         if let Err(mismatch) = state.check(&view(&grant), now.as_second()) {
             // A refresh of the success page: its state is used (or its link gone), and the
             // grant was approved while it was valid.

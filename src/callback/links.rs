@@ -4,13 +4,12 @@
 
 use std::sync::Arc;
 
-use futures::{FutureExt, StreamExt};
+use futures::FutureExt;
 use kube::{
     Api, Client, ResourceExt,
     runtime::{WatchStreamExt, reflector, watcher},
 };
 use tokio_util::sync::CancellationToken;
-use tracing::warn;
 
 use super::link::published_token;
 use crate::{api::SlackOAuthGrant, retry::Backoff};
@@ -49,23 +48,7 @@ impl Links {
                         .modify(|grant| grant.managed_fields_mut().clear()),
                 )
                 .applied_objects();
-                let shutdown = shutdown.clone();
-                tokio::spawn(async move {
-                    let mut stream = std::pin::pin!(stream);
-                    loop {
-                        tokio::select! {
-                            () = shutdown.cancelled() => return,
-                            next = stream.next() => match next {
-                                Some(Ok(_)) => {}
-                                Some(Err(error)) => warn!(
-                                    error = &error as &dyn std::error::Error,
-                                    "failed to watch grants for their approval links; retrying"
-                                ),
-                                None => return,
-                            },
-                        }
-                    }
-                });
+                crate::cache::drive(stream, "grants, for their approval links", shutdown.clone());
                 store
             })
             .collect();
@@ -83,6 +66,12 @@ impl Links {
     /// Links over stores filled by someone else (tests).
     pub fn from_stores(stores: Vec<reflector::Store<SlackOAuthGrant>>) -> Self {
         Self { stores }
+    }
+
+    /// Grant `namespace/name` as the watch last saw it, if it has seen it.
+    pub fn named(&self, namespace: &str, name: &str) -> Option<Arc<SlackOAuthGrant>> {
+        let grant = reflector::ObjectRef::new(name).within(namespace);
+        self.stores.iter().find_map(|store| store.get(&grant))
     }
 
     /// The grant whose `status.authorizationURL` is the approval link with `token`, if any.

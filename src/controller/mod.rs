@@ -9,6 +9,7 @@
 //! those carrying our managed-by label, and those shared with grants. So it never caches other
 //! Secrets, and the number of its watches does not depend on the number of grants.
 
+mod cache;
 mod checks;
 mod plan;
 mod push;
@@ -17,6 +18,7 @@ mod tokens;
 
 use std::{sync::Arc, time::Duration};
 
+use crate::cache::{self as caches, Cache};
 use futures::StreamExt;
 use k8s_openapi::{api::core::v1::Secret, jiff::Timestamp};
 use kube::{
@@ -47,6 +49,7 @@ use crate::{
     config::Config,
     events,
     metrics::Metrics,
+    record::{self, TokenRecord},
     retry::Backoff,
     slack::{SlackApi, SlackClient},
     status,
@@ -68,8 +71,8 @@ pub enum Error {
     WriteStatus(#[source] status::Error),
     #[error("failed to {0} within the deadline")]
     TimedOut(&'static str),
-    #[error("failed to list the Secrets shared with grants")]
-    SharedSecretsUnavailable,
+    #[error("failed to list the Secrets the controller caches")]
+    SecretsUnavailable,
     #[error("failed to revoke the deleted grant's token")]
     Revoke(#[source] crate::slack::SlackError),
     #[error("failed to read or write the grant's token record")]
@@ -101,10 +104,11 @@ pub struct Context {
     /// When each Ready grant's token is checked next, and the last verdicts.
     checks: checks::Checks,
     /// Secrets labelled as shared with grants, in the namespace(s) this controller watches.
-    shared_secrets: Store<Secret>,
-    /// True once `shared_secrets` has listed. (Reconciles wait on this, not on the store itself:
-    /// `Store::wait_until_ready` wakes only the last of several concurrent waiters.)
-    shared_ready: tokio::sync::watch::Receiver<bool>,
+    shared_secrets: Cache,
+    /// The grants' token Secrets, in the namespace(s) this controller watches.
+    token_secrets: Cache,
+    /// The token records, in the operator's namespace.
+    record_secrets: Cache,
 }
 
 /// What the controller is built from.
@@ -124,18 +128,34 @@ pub struct Deps {
 /// Runs the controller until `shutdown` is cancelled: one for all namespaces, or one per
 /// namespace in `--watch-namespaces` (so the operator needs no cluster-wide permissions then).
 pub async fn run(deps: Deps, shutdown: CancellationToken) {
+    let records = caches::kept(
+        Api::namespaced(deps.watch_client.clone(), &deps.config.namespace),
+        &cache::record_selector(),
+        "token records",
+        shutdown.clone(),
+    );
     if deps.config.watch_namespaces.is_empty() {
-        run_in(deps, None, shutdown).await;
+        run_in(deps, None, records, shutdown).await;
     } else {
         let namespaces = deps.config.watch_namespaces.clone();
-        let controllers = namespaces
-            .iter()
-            .map(|namespace| run_in(deps.clone(), Some(namespace), shutdown.clone()));
+        let controllers = namespaces.iter().map(|namespace| {
+            run_in(
+                deps.clone(),
+                Some(namespace),
+                records.clone(),
+                shutdown.clone(),
+            )
+        });
         futures::future::join_all(controllers).await;
     }
 }
 
-async fn run_in(deps: Deps, namespace: Option<&str>, shutdown: CancellationToken) {
+async fn run_in(
+    deps: Deps,
+    namespace: Option<&str>,
+    record_secrets: Cache,
+    shutdown: CancellationToken,
+) {
     let client = deps.watch_client.clone();
     let (grants, secrets) = match namespace {
         Some(namespace) => (
@@ -147,25 +167,12 @@ async fn run_in(deps: Deps, namespace: Option<&str>, shutdown: CancellationToken
             Api::<Secret>::all(client.clone()),
         ),
     };
-    let (shared_secrets, shared_writer) = reflector::store();
-    let shared = reflector::reflector(
-        shared_writer,
-        watcher(
-            secrets.clone(),
-            watcher::Config::default().labels(&format!("{}=true", labels::SHARED_WITH_GRANTS)),
-        )
-        .backoff(Backoff::watch())
-        // Only data, labels and annotations are read; managed fields are most of an object.
-        .modify(|secret| secret.managed_fields_mut().clear()),
-    )
-    .applied_objects();
-    let (ready_tx, shared_ready) = tokio::sync::watch::channel(false);
-    let store = shared_secrets.clone();
-    tokio::spawn(async move {
-        if store.wait_until_ready().await.is_ok() {
-            let _ = ready_tx.send(true);
-        }
-    });
+    let (shared_secrets, shared) = caches::reflect_secrets(
+        secrets.clone(),
+        &format!("{}=true", labels::SHARED_WITH_GRANTS),
+    );
+    let (token_secrets, token_changes) =
+        caches::reflect_secrets(secrets, &cache::token_secret_selector());
     // Reconciles are not bounded yet: with a bound of 8, `helm upgrade` under load (tests/node
     // pods::upgrade) left grants unreconciled behind reconciles that held their slot for minutes.
     // Requests are bounded instead, by the client (`crate::client`).
@@ -192,7 +199,8 @@ async fn run_in(deps: Deps, namespace: Option<&str>, shutdown: CancellationToken
         records: Records::new(client.clone(), &config.namespace),
         shutdown: shutdown.clone(),
         checks: checks::Checks::new(config.token_check_interval),
-        shared_ready,
+        token_secrets,
+        record_secrets,
         recorder,
         client,
         config,
@@ -201,14 +209,12 @@ async fn run_in(deps: Deps, namespace: Option<&str>, shutdown: CancellationToken
         slack,
         shared_secrets,
     });
-    let managed =
-        watcher::Config::default().labels(&format!("{}={}", labels::MANAGED_BY, labels::OPERATOR));
     info!(namespace = namespace.unwrap_or("*"), "reconciling grants");
     let by_token_secret = grant_store.clone();
     controller
         // A token Secret wakes its owner, and any other grant naming it (which then sees a
         // conflict instead of keeping a link that can only fail).
-        .watches(secrets, managed, move |secret| {
+        .watches_stream(token_changes, move |secret| {
             grants_naming(&by_token_secret, &secret, |grant, name| {
                 grant.spec.secret.name == name
             })
@@ -587,22 +593,25 @@ struct Observed {
 }
 
 /// The grant's Secrets and its token record. The client Secret comes from the cache of shared
-/// Secrets: one that is not shared with this grant is as good as missing.
+/// Secrets: one that is not shared with this grant is as good as missing. The token Secret and
+/// the record come from the caches when those show a settled grant ([`cache::settled`]), else
+/// from the API server.
 async fn observe(
     grant: &SlackOAuthGrant,
     namespace: &str,
     context: &Context,
 ) -> Result<Observed, Error> {
-    context
-        .shared_ready
-        .clone()
-        .wait_for(|ready| *ready)
-        .await
-        .map_err(|_| Error::SharedSecretsUnavailable)?;
+    for cache in [
+        &context.shared_secrets,
+        &context.token_secrets,
+        &context.record_secrets,
+    ] {
+        cache.ready().await.map_err(|_| Error::SecretsUnavailable)?;
+    }
     let reference = &grant.spec.client_secret_ref;
     let app_secret = context
         .shared_secrets
-        .get(&ObjectRef::new(&reference.name).within(namespace))
+        .get(namespace, &reference.name)
         .filter(|secret| shared_with(secret, &grant.name_any()));
     let client_secret_value = app_secret
         .as_ref()
@@ -613,13 +622,35 @@ async fn observe(
         Some(_) => ClientSecret::KeyMissing,
         None => ClientSecret::SecretMissing,
     };
-    let secrets = Api::<Secret>::namespaced(context.client.clone(), namespace);
-    let consumer = get_secret(&secrets, &grant.spec.secret.name).await?;
+    let uid = grant.uid().unwrap_or_default();
+    let consumer = context
+        .token_secrets
+        .get(namespace, &grant.spec.secret.name)
+        .map(|secret| Secret::clone(&secret));
     let held = context
-        .records
-        .get(&grant.uid().unwrap_or_default())
-        .await
-        .map_err(Error::Record)?;
+        .record_secrets
+        .get(&context.config.namespace, &record::secret_name(&uid))
+        .and_then(|secret| {
+            let record = TokenRecord::from_secret(&secret, &uid)?;
+            let version = secret.resource_version().unwrap_or_default();
+            Some(store::Held { record, version })
+        });
+    let now = Timestamp::now();
+    let (consumer, held) = if cache::settled(
+        grant,
+        consumer.as_ref(),
+        held.as_ref().map(|h| &h.record),
+        now,
+    ) {
+        context.metrics.count_read("cache");
+        (consumer, held)
+    } else {
+        context.metrics.count_read("api");
+        let secrets = Api::<Secret>::namespaced(context.client.clone(), namespace);
+        let consumer = get_secret(&secrets, &grant.spec.secret.name).await?;
+        let held = context.records.get(&uid).await.map_err(Error::Record)?;
+        (consumer, held)
+    };
     Ok(Observed {
         client_secret,
         client_secret_value,

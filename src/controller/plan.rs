@@ -1335,6 +1335,37 @@ mod tests {
     }
 
     #[test]
+    fn a_claim_leaves_the_status_as_the_controller_plans_it() {
+        let waiting = run(
+            &grant(json!(null)),
+            ClientSecret::Present,
+            TokenSecret::Absent,
+        );
+        let mut claimed = grant(serde_json::to_value(&waiting.status).expect("status"));
+        claimed.metadata.resource_version = Some("7".into());
+        let now = Timestamp::from_second(NOW).expect("time");
+        let exchange = ExchangeStatus {
+            holder: "pod-a/1".into(),
+            started_at: Time(now),
+            renewed_at: Time(now),
+        };
+        let used = crate::api::UsedState {
+            id: "used-1".into(),
+            expires_at: Time(now + SignedDuration::from_secs(1800)),
+        };
+        let patch = crate::status::claim_patch(&claimed, &exchange, &used, now).expect("patch");
+        let mut document = serde_json::to_value(&claimed).expect("grant");
+        json_patch::patch(&mut document, &patch).expect("the claim applies");
+        let claimed: SlackOAuthGrant = serde_json::from_value(document).expect("grant");
+        let planned = run(&claimed, ClientSecret::Present, TokenSecret::Absent);
+        assert_eq!(
+            Some(&planned.status),
+            claimed.status.as_ref(),
+            "the reconcile a claim wakes has nothing to write"
+        );
+    }
+
+    #[test]
     fn claimed_link_waits_while_its_holder_renews_the_exchange() {
         let plan = run(
             &grant(exchanging(10)),

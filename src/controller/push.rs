@@ -8,7 +8,7 @@ use std::time::Duration;
 use k8s_openapi::{
     api::core::v1::Secret, apimachinery::pkg::apis::meta::v1::Time, jiff::Timestamp,
 };
-use kube::{ResourceExt, runtime::reflector::ObjectRef};
+use kube::ResourceExt;
 use secrecy::SecretString;
 use tokio::time::Instant;
 use tracing::warn;
@@ -137,7 +137,7 @@ pub async fn sync(
     }
     let credentials_secret = context
         .shared_secrets
-        .get(&ObjectRef::new(&spec.credentials_secret_ref.name).within(namespace));
+        .get(namespace, &spec.credentials_secret_ref.name);
     let credentials = match credentials(grant, spec, credentials_secret.as_deref()) {
         Ok(credentials) => credentials,
         Err(message) => {

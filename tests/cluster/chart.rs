@@ -1040,12 +1040,13 @@ async fn service_account_reads_secrets_only_where_docs_security_md_says_and_ever
         ("B", b, Get(probe), true),
         ("B", b, List, true),
         ("B", b, Watch, true),
-        // The operator's own namespace: its state key and token records, by name (RBAC cannot
-        // name records made at run time, so any Secret there can be read by name), never listed.
+        // The operator's own namespace: its state key and token records (RBAC cannot name
+        // records made at run time, so any Secret there can be read; the code watches only the
+        // records' label).
         ("release", own, Get(&state_key), true),
         ("release", own, Get(probe), true),
-        ("release", own, List, false),
-        ("release", own, Watch, false),
+        ("release", own, List, true),
+        ("release", own, Watch, true),
         ("C", c, Get(probe), false),
         ("C", c, List, false),
         ("C", c, Watch, false),
