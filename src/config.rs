@@ -106,6 +106,13 @@ pub struct Flags {
     #[arg(long, env = "TOKEN_CHECK_INTERVAL", default_value = "1h", value_parser = humantime::parse_duration)]
     pub token_check_interval: Duration,
 
+    /// How many grants are reconciled at once; the others wait their turn, in order. A
+    /// reconcile mostly waits on the API server and Slack, so this bounds what a restart or a
+    /// burst of grants asks of both at a time (the API requests themselves are bounded as well,
+    /// to 16 in flight).
+    #[arg(long, env = "MAX_CONCURRENT_RECONCILES", default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub max_concurrent_reconciles: u16,
+
     /// How long a token that a new approval replaced (a scope change, a re-authorization) stays
     /// live after the new one is in the Secret, so that its consumers can switch, before the
     /// operator revokes it with `auth.revoke`.
@@ -149,6 +156,8 @@ pub struct Config {
     /// The Secret holding the state key, in `namespace`.
     pub state_key_secret: String,
     pub require_team_id: bool,
+    /// Grants reconciled at once, across every watched namespace.
+    pub max_concurrent_reconciles: usize,
     pub token_check_interval: Duration,
     pub revoke_grace: Duration,
 }
@@ -266,6 +275,7 @@ impl Flags {
         watch_namespaces.sort();
         watch_namespaces.dedup();
         Ok(Config {
+            max_concurrent_reconciles: usize::from(self.max_concurrent_reconciles),
             watch_namespaces,
             namespace,
             state_key_secret: self.state_key_secret,

@@ -466,6 +466,7 @@ fn deployment_runs_two_restricted_replicas_probed_on_the_admin_port() {
         ("--token-check-interval", "1h"),
         ("--revoke-grace", "10m"),
         ("--slack-scim-url", "https://api.slack.com/scim/v2"),
+        ("--max-concurrent-reconciles", "16"),
     ] {
         assert_eq!(flag(container, flag_name), default, "{flag_name}");
     }
@@ -476,8 +477,10 @@ fn deployment_runs_two_restricted_replicas_probed_on_the_admin_port() {
             "tokenCheckInterval=15m",
             "revokeGrace=0s",
             "slack.scimURL=https://api.slack-gov.com/scim/v2",
+            "maxConcurrentReconciles=4",
         ]),
     );
+    assert_eq!(flag(tuned.container(), "--max-concurrent-reconciles"), "4");
     assert_eq!(flag(tuned.container(), "--token-check-interval"), "15m");
     assert_eq!(flag(tuned.container(), "--revoke-grace"), "0s");
     assert_eq!(

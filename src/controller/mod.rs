@@ -85,6 +85,8 @@ pub enum Error {
     RefreshWithoutClientSecret,
     #[error("failed to record the refreshed token: the token record was deleted")]
     RecordGone,
+    #[error("failed to wait for a reconcile turn: the controller is stopping")]
+    Stopping,
     #[error("failed to add or remove the grant's finalizer")]
     Finalizer(#[source] Box<finalizer::Error<Error>>),
 }
@@ -109,6 +111,9 @@ pub struct Context {
     token_secrets: Cache,
     /// The token records, in the operator's namespace.
     record_secrets: Cache,
+    /// One permit per reconcile running, shared by every watched namespace's controller
+    /// (`--max-concurrent-reconciles`).
+    turns: Arc<tokio::sync::Semaphore>,
 }
 
 /// What the controller is built from.
@@ -134,15 +139,18 @@ pub async fn run(deps: Deps, shutdown: CancellationToken) {
         "token records",
         shutdown.clone(),
     );
+    let turns = Arc::new(tokio::sync::Semaphore::new(
+        deps.config.max_concurrent_reconciles,
+    ));
     if deps.config.watch_namespaces.is_empty() {
-        run_in(deps, None, records, shutdown).await;
+        run_in(deps, None, (records, turns), shutdown).await;
     } else {
         let namespaces = deps.config.watch_namespaces.clone();
         let controllers = namespaces.iter().map(|namespace| {
             run_in(
                 deps.clone(),
                 Some(namespace),
-                records.clone(),
+                (records.clone(), turns.clone()),
                 shutdown.clone(),
             )
         });
@@ -153,7 +161,7 @@ pub async fn run(deps: Deps, shutdown: CancellationToken) {
 async fn run_in(
     deps: Deps,
     namespace: Option<&str>,
-    record_secrets: Cache,
+    (record_secrets, turns): (Cache, Arc<tokio::sync::Semaphore>),
     shutdown: CancellationToken,
 ) {
     let client = deps.watch_client.clone();
@@ -173,9 +181,6 @@ async fn run_in(
     );
     let (token_secrets, token_changes) =
         caches::reflect_secrets(secrets, &cache::token_secret_selector());
-    // Reconciles are not bounded yet: with a bound of 8, `helm upgrade` under load (tests/node
-    // pods::upgrade) left grants unreconciled behind reconciles that held their slot for minutes.
-    // Requests are bounded instead, by the client (`crate::client`).
     let (grant_store, grant_writer) = reflector::store();
     let grant_stream = reflector::reflector(
         grant_writer,
@@ -201,6 +206,7 @@ async fn run_in(
         checks: checks::Checks::new(config.token_check_interval),
         token_secrets,
         record_secrets,
+        turns,
         recorder,
         client,
         config,
@@ -260,15 +266,85 @@ fn grants_naming(
         .collect()
 }
 
+/// A reconcile that runs this long is logged (once): every step of it has a deadline shorter
+/// than this.
+const SLOW_RECONCILE: Duration = Duration::from_secs(60);
+
+/// One of the `--max-concurrent-reconciles` turns, held by a reconcile while it works with the
+/// API server, and given back while it waits on Slack or PingFederate ([`Turn::away`]): an
+/// outside service being slow (a check that times out after 15 s) then never keeps other grants,
+/// new ones with no link yet among them, waiting for a turn.
+struct Turn {
+    turns: Arc<tokio::sync::Semaphore>,
+    permit: Option<tokio::sync::OwnedSemaphorePermit>,
+}
+
+impl Turn {
+    /// Waits for a turn; the others wait in order.
+    async fn take(turns: &Arc<tokio::sync::Semaphore>) -> Result<Self, Error> {
+        let permit = turns
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| Error::Stopping)?;
+        Ok(Self {
+            turns: turns.clone(),
+            permit: Some(permit),
+        })
+    }
+
+    /// Runs `outside` (a call to Slack or PingFederate) without the turn, then waits for a
+    /// turn again.
+    async fn away<T>(&mut self, outside: impl Future<Output = T>) -> Result<T, Error> {
+        self.permit = None;
+        let result = outside.await;
+        let permit = self
+            .turns
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| Error::Stopping)?;
+        self.permit = Some(permit);
+        Ok(result)
+    }
+}
+
+/// Reconciles `grant` in turn (at most `--max-concurrent-reconciles` work with the API server
+/// at once; the rest wait in order), and says so if it runs for more than [`SLOW_RECONCILE`].
 #[instrument(skip_all, fields(namespace = grant.namespace().as_deref().unwrap_or(""), grant = %grant.name_any()))]
 async fn reconcile(grant: Arc<SlackOAuthGrant>, context: Arc<Context>) -> Result<Action, Error> {
+    let mut turn = Turn::take(&context.turns).await?;
+    let started = tokio::time::Instant::now();
+    let mut work = std::pin::pin!(reconcile_turn(grant, &context, &mut turn));
+    match tokio::time::timeout(SLOW_RECONCILE, &mut work).await {
+        Ok(result) => result,
+        Err(_) => {
+            warn!(
+                seconds = SLOW_RECONCILE.as_secs(),
+                "a reconcile is still running"
+            );
+            let result = work.await;
+            info!(
+                seconds = started.elapsed().as_secs(),
+                "the slow reconcile finished"
+            );
+            result
+        }
+    }
+}
+
+async fn reconcile_turn(
+    grant: Arc<SlackOAuthGrant>,
+    context: &Arc<Context>,
+    turn: &mut Turn,
+) -> Result<Action, Error> {
     let namespace = grant.namespace().ok_or(Error::MissingNamespace)?;
     let grants = Api::<SlackOAuthGrant>::namespaced(context.client.clone(), &namespace);
     let context = &context;
     let namespace = namespace.as_str();
     finalizer(&grants, FINALIZER, grant, |event| async move {
         match event {
-            Finalizer::Apply(grant) => reconcile_live(&grant, namespace, context).await,
+            Finalizer::Apply(grant) => reconcile_live(&grant, namespace, context, turn).await,
             Finalizer::Cleanup(grant) => clean_up(&grant, namespace, context).await,
         }
     })
@@ -280,6 +356,7 @@ async fn reconcile_live(
     grant: &SlackOAuthGrant,
     namespace: &str,
     context: &Context,
+    turn: &mut Turn,
 ) -> Result<Action, Error> {
     let observed = observe(grant, namespace, context).await?;
     let kept = tokens::keep(
@@ -293,7 +370,8 @@ async fn reconcile_live(
     let token_check = match &kept.held {
         Some(held) if kept.token_secret == TokenSecret::Managed => {
             let record = &held.record;
-            check_token(grant, &record.access_token, record, context).await
+            turn.away(check_token(grant, &record.access_token, record, context))
+                .await?
         }
         _ => TokenCheck::Unchecked,
     };
@@ -308,12 +386,15 @@ async fn reconcile_live(
         Some(held)
             if managed && matches!(token_check, TokenCheck::Valid | TokenCheck::Unchecked) =>
         {
-            provisioning(grant, &held.record, context).await
+            turn.away(provisioning(grant, &held.record, context))
+                .await?
         }
         _ => None,
     };
     let record = kept.held.as_ref().filter(|_| managed).map(|h| &h.record);
-    let (ping_federate, push_next) = push::sync(grant, namespace, record, context).await;
+    let (ping_federate, push_next) = turn
+        .away(push::sync(grant, namespace, record, context))
+        .await?;
     let held = kept.held.as_ref().map(|held| Held {
         installation: held.record.installation.clone(),
         token: held.record.status(),

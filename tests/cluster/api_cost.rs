@@ -84,7 +84,7 @@ async fn a_restart_reads_the_grants_secrets_by_list_and_watch_not_per_grant() {
         &s.ns.name,
         port,
         &s.slack.url(),
-        &s.slack.url(),
+        &s.slack.api_url(),
         &[],
     )
     .await;

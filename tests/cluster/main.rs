@@ -23,6 +23,7 @@ mod readme;
 mod refusals;
 mod rollout;
 mod scenario;
+mod turns;
 mod validation;
 // Shared by several test binaries, each of which uses only part of it.
 #[allow(dead_code, unused_imports)]
