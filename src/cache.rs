@@ -7,7 +7,7 @@ use std::sync::Arc;
 use futures::{Stream, StreamExt};
 use k8s_openapi::api::core::v1::Secret;
 use kube::{
-    Api, Client, ResourceExt,
+    Api, ResourceExt,
     runtime::{
         WatchStreamExt,
         reflector::{self, ObjectRef, Store},
@@ -17,7 +17,7 @@ use kube::{
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
-use crate::retry::Backoff;
+use crate::{client::Watchers, retry::Backoff};
 
 /// A reflector's store of Secrets and whether it has listed once.
 #[derive(Clone)]
@@ -128,18 +128,18 @@ impl Caches {
     /// Keeps a watch of the Secrets matching `selector` in each of `namespaces`, or in every
     /// namespace if it is empty.
     pub fn keep(
-        client: &Client,
+        watchers: &Watchers,
         namespaces: &[String],
         selector: &str,
         what: &'static str,
         shutdown: &CancellationToken,
     ) -> Self {
         let apis: Vec<Api<Secret>> = if namespaces.is_empty() {
-            vec![Api::all(client.clone())]
+            vec![Api::all(watchers.of(None).clone())]
         } else {
             namespaces
                 .iter()
-                .map(|namespace| Api::namespaced(client.clone(), namespace))
+                .map(|namespace| Api::namespaced(watchers.of(Some(namespace)).clone(), namespace))
                 .collect()
         };
         Self(

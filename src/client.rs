@@ -1,22 +1,133 @@
-//! The operator's Kubernetes clients. Watches are few and long-lived, so they share one plain
-//! client. Every other request goes through a client that lets at most
-//! [`MAX_REQUESTS_IN_FLIGHT`] run at once and queues the rest: kube's HTTP/1.1 connection pool
-//! opens a connection per request in flight, so this bounds the connections (and their
-//! buffers) a restart or a burst of grants can open, instead of one per grant.
+//! The operator's Kubernetes clients. Each negotiates HTTP/2 with the API server (ALPN; every
+//! kube-apiserver offers it), so one connection carries many requests and watches at once,
+//! instead of one HTTP/1.1 connection each.
+//!
+//! - Watches are long-lived, so they have clients of their own ([`Watchers`]), which never wait
+//!   behind requests: one per [`NAMESPACES_PER_WATCH_CLIENT`] watched namespaces, so that no
+//!   connection nears the API server's limit of streams at once.
+//! - Every other request goes through a client that lets at most [`MAX_REQUESTS_IN_FLIGHT`] run
+//!   at once and queues the rest ([`bounded`]): a restart or a burst of grants asks the API
+//!   server for a bounded amount of work at a time.
 
-use kube::{Client, client::ClientBuilder};
-use tower::limit::ConcurrencyLimitLayer;
+use std::time::Duration;
+
+use hyper_util::{
+    client::legacy::connect::HttpConnector,
+    rt::{TokioExecutor, TokioTimer},
+};
+use kube::{
+    Client,
+    client::{ConfigExt, retry::RetryPolicy},
+};
+use tower::{ServiceBuilder, limit::ConcurrencyLimitLayer, retry::RetryLayer};
 
 /// Requests at once on one bounded client. The API server's fairness limits answer 429 well
 /// before a single client needs more.
 pub const MAX_REQUESTS_IN_FLIGHT: usize = 16;
 
+/// Watched namespaces per watch client (connection). Each namespace costs at most five watches
+/// (the grants and the shared Secrets for the callback server and for the controller, and the
+/// token Secrets), each an HTTP/2 stream, and the API server allows 100 streams at once on a
+/// connection (Go's default) before new ones wait.
+pub const NAMESPACES_PER_WATCH_CLIENT: usize = 8;
+
+/// How often a connection is pinged while it carries nothing, so that an API server gone away,
+/// or a middlebox that dropped the connection, is noticed and the connection replaced.
+const KEEP_ALIVE: Duration = Duration::from_secs(30);
+
+/// A client could not be built from the kubeconfig.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("failed to build a Kubernetes client from the kubeconfig")]
+    Kube(#[source] kube::Error),
+    #[error(
+        "failed to build a Kubernetes client: the kubeconfig's tls-server-name is not a DNS name"
+    )]
+    InvalidServerName(#[source] rustls::pki_types::InvalidDnsNameError),
+}
+
 /// A client for requests (not watches): at most [`MAX_REQUESTS_IN_FLIGHT`] in flight.
-pub fn bounded(config: kube::Config) -> Result<Client, kube::Error> {
-    let builder = ClientBuilder::try_from(config)?;
-    Ok(builder
-        .with_layer(&ConcurrencyLimitLayer::new(MAX_REQUESTS_IN_FLIGHT))
-        .build())
+pub fn bounded(config: &kube::Config) -> Result<Client, Error> {
+    multiplexed(config, Some(MAX_REQUESTS_IN_FLIGHT))
+}
+
+/// The clients that carry the operator's watches.
+#[derive(Clone)]
+pub struct Watchers {
+    /// For every namespace, the operator's own, and the first group of watched namespaces.
+    first: Client,
+    /// For the other groups of [`NAMESPACES_PER_WATCH_CLIENT`] watched namespaces, in order.
+    others: Vec<Client>,
+    /// The watched namespaces, in the order they are grouped; empty means every namespace.
+    namespaces: Vec<String>,
+}
+
+impl Watchers {
+    pub fn new(config: &kube::Config, namespaces: &[String]) -> Result<Self, Error> {
+        let groups = namespaces
+            .len()
+            .div_ceil(NAMESPACES_PER_WATCH_CLIENT)
+            .max(1);
+        Ok(Self {
+            first: multiplexed(config, None)?,
+            others: (1..groups)
+                .map(|_| multiplexed(config, None))
+                .collect::<Result<_, _>>()?,
+            namespaces: namespaces.to_vec(),
+        })
+    }
+
+    /// The client for watches in `namespace`, or in every namespace (`None`).
+    pub fn of(&self, namespace: Option<&str>) -> &Client {
+        let group = namespace
+            .and_then(|namespace| self.namespaces.iter().position(|n| n == namespace))
+            .map_or(0, |index| index / NAMESPACES_PER_WATCH_CLIENT);
+        group
+            .checked_sub(1)
+            .and_then(|other| self.others.get(other))
+            .unwrap_or(&self.first)
+    }
+}
+
+/// The stack kube builds (base URI, kube's retry of 429 and 503 answers, authentication,
+/// headers) over a connection pool that negotiates HTTP/2, with the kubeconfig's timeouts and
+/// TLS, and at most `limit` requests in flight if given.
+fn multiplexed(config: &kube::Config, limit: Option<usize>) -> Result<Client, Error> {
+    let mut http = HttpConnector::new();
+    http.enforce_http(false);
+    let tls = config.rustls_client_config().map_err(Error::Kube)?;
+    let mut https = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_or_http();
+    if let Some(name) = &config.tls_server_name {
+        let name = rustls::pki_types::ServerName::try_from(name.clone())
+            .map_err(Error::InvalidServerName)?;
+        https = https.with_server_name_resolver(hyper_rustls::FixedServerNameResolver::new(name));
+    }
+    let mut connector =
+        hyper_timeout::TimeoutConnector::new(https.enable_all_versions().wrap_connector(http));
+    connector.set_connect_timeout(config.connect_timeout);
+    connector.set_read_timeout(config.read_timeout);
+    connector.set_write_timeout(config.write_timeout);
+    connector.set_reset_reader_on_write(config.reset_reader_on_write);
+    let pool = hyper_util::client::legacy::Client::builder(TokioExecutor::new())
+        .timer(TokioTimer::new())
+        .http2_keep_alive_interval(KEEP_ALIVE)
+        .http2_keep_alive_while_idle(true)
+        .build(connector);
+    let service = ServiceBuilder::new()
+        .option_layer(limit.map(ConcurrencyLimitLayer::new))
+        .layer(config.base_uri_layer())
+        .option_layer(
+            config
+                .default_retry
+                .then(|| RetryLayer::new(RetryPolicy::server_retry())),
+        )
+        .option_layer(config.auth_layer().map_err(Error::Kube)?)
+        .layer(config.extra_headers_layer().map_err(Error::Kube)?)
+        .map_err(tower::BoxError::from)
+        .service(pool);
+    Ok(Client::new(service, config.default_namespace.clone()))
 }
 
 #[cfg(test)]
@@ -73,13 +184,34 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn watched_namespaces_share_a_watch_client_in_groups_of_eight() {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let config = kube::Config::new("https://127.0.0.1:6443".parse().expect("url"));
+        let namespaces: Vec<String> = (0..20).map(|i| format!("ns-{i}")).collect();
+        let watchers = Watchers::new(&config, &namespaces).expect("watchers");
+        assert_eq!(watchers.others.len(), 2, "20 namespaces: three clients");
+        let same = |a: &Client, b: &Client| std::ptr::eq(a, b);
+        let first = watchers.of(None);
+        assert!(same(watchers.of(Some("ns-0")), first));
+        assert!(same(watchers.of(Some("ns-7")), first));
+        assert!(same(watchers.of(Some("ns-8")), &watchers.others[0]));
+        assert!(same(watchers.of(Some("ns-19")), &watchers.others[1]));
+        assert!(
+            same(watchers.of(Some("operator-namespace")), first),
+            "a namespace not watched (the operator's own) is the first client's"
+        );
+        let all = Watchers::new(&config, &[]).expect("watchers");
+        assert!(all.others.is_empty(), "every namespace: one client");
+    }
+
+    #[tokio::test]
     async fn two_hundred_requests_at_once_open_no_more_connections_than_the_bound() {
         // As main does: the process's TLS provider, which building any kube client needs.
         let _ = rustls::crypto::ring::default_provider().install_default();
         let connections = Arc::new(AtomicUsize::new(0));
         let url = slow_server(connections.clone()).await;
         let config = kube::Config::new(url.parse().expect("url"));
-        let client = bounded(config).expect("client");
+        let client = bounded(&config).expect("client");
         let secrets: Api<Secret> = Api::namespaced(client, "pf");
         let requests = (0..200).map(|i| {
             let secrets = secrets.clone();

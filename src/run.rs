@@ -23,6 +23,7 @@ use crate::{
         cluster::{KubeCluster, Links},
         state::StateKey,
     },
+    client::Watchers,
     config::Config,
     controller, events,
     metrics::Metrics,
@@ -65,6 +66,8 @@ pub enum Error {
     SlackClient(#[source] reqwest::Error),
     #[error("failed to reach the Kubernetes API")]
     Kubernetes(#[source] kube::Error),
+    #[error(transparent)]
+    Client(crate::client::Error),
     #[error("failed to load or create the state key Secret {namespace}/{name}")]
     StateKey {
         namespace: String,
@@ -86,8 +89,8 @@ pub async fn run(
 ) -> Result<(), Error> {
     let config = Arc::new(config);
     // Watches on one client; requests, at most MAX_REQUESTS_IN_FLIGHT at a time, on another.
-    let watch_client = Client::try_from(kube_config.clone()).map_err(Error::Kubernetes)?;
-    let client = crate::client::bounded(kube_config.clone()).map_err(Error::Kubernetes)?;
+    let watchers = Watchers::new(&kube_config, &config.watch_namespaces).map_err(Error::Client)?;
+    let client = crate::client::bounded(&kube_config).map_err(Error::Client)?;
     let (callback_listener, admin_listener) = bind(&config)?;
     client
         .apiserver_version()
@@ -104,9 +107,9 @@ pub async fn run(
             .with_scim_url(config.slack_scim_url.clone()),
     );
     // On the controller's client: watches are long-lived, and that one has no read timeout.
-    let links = Links::watch(&watch_client, &config.watch_namespaces, &shutdown);
+    let links = Links::watch(&watchers, &config.watch_namespaces, &shutdown);
     let shared = Caches::keep(
-        &watch_client,
+        &watchers,
         &config.watch_namespaces,
         &format!("{}=true", crate::api::labels::SHARED_WITH_GRANTS),
         "Secrets shared with grants",
@@ -151,7 +154,7 @@ pub async fn run(
     ));
     let deps = controller::Deps {
         client,
-        watch_client,
+        watchers,
         config,
         state_key,
         recorder,
@@ -247,7 +250,7 @@ fn callback_of(
     callback_config.connect_timeout = Some(CALLBACK_CLIENT_TIMEOUT);
     callback_config.read_timeout = Some(CALLBACK_CLIENT_TIMEOUT);
     callback_config.write_timeout = Some(CALLBACK_CLIENT_TIMEOUT);
-    let client = crate::client::bounded(callback_config).map_err(Error::Kubernetes)?;
+    let client = crate::client::bounded(&callback_config).map_err(Error::Client)?;
     Ok(Arc::new(Callback {
         cluster: KubeCluster {
             links,

@@ -6,13 +6,13 @@ use std::sync::Arc;
 
 use futures::FutureExt;
 use kube::{
-    Api, Client, ResourceExt,
+    Api, ResourceExt,
     runtime::{WatchStreamExt, reflector, watcher},
 };
 use tokio_util::sync::CancellationToken;
 
 use super::link::published_token;
-use crate::{api::SlackOAuthGrant, retry::Backoff};
+use crate::{api::SlackOAuthGrant, client::Watchers, retry::Backoff};
 
 /// The grants as the watch last saw them.
 #[derive(Clone)]
@@ -27,13 +27,13 @@ pub struct NotSynced;
 
 impl Links {
     /// Starts the watches; they stop with `shutdown`.
-    pub fn watch(client: &Client, namespaces: &[String], shutdown: &CancellationToken) -> Self {
+    pub fn watch(watchers: &Watchers, namespaces: &[String], shutdown: &CancellationToken) -> Self {
         let apis: Vec<Api<SlackOAuthGrant>> = if namespaces.is_empty() {
-            vec![Api::all(client.clone())]
+            vec![Api::all(watchers.of(None).clone())]
         } else {
             namespaces
                 .iter()
-                .map(|namespace| Api::namespaced(client.clone(), namespace))
+                .map(|namespace| Api::namespaced(watchers.of(Some(namespace)).clone(), namespace))
                 .collect()
         };
         let stores = apis

@@ -122,7 +122,7 @@ pub struct Deps {
     /// For requests: at most [`crate::client::MAX_REQUESTS_IN_FLIGHT`] at once.
     pub client: Client,
     /// For the controller's watches, which are long-lived and must never wait for a request.
-    pub watch_client: Client,
+    pub watchers: crate::client::Watchers,
     pub config: Arc<Config>,
     pub state_key: StateKey,
     pub recorder: Recorder,
@@ -134,7 +134,10 @@ pub struct Deps {
 /// namespace in `--watch-namespaces` (so the operator needs no cluster-wide permissions then).
 pub async fn run(deps: Deps, shutdown: CancellationToken) {
     let records = caches::kept(
-        Api::namespaced(deps.watch_client.clone(), &deps.config.namespace),
+        Api::namespaced(
+            deps.watchers.of(Some(&deps.config.namespace)).clone(),
+            &deps.config.namespace,
+        ),
         &cache::record_selector(),
         "token records",
         shutdown.clone(),
@@ -164,7 +167,7 @@ async fn run_in(
     (record_secrets, turns): (Cache, Arc<tokio::sync::Semaphore>),
     shutdown: CancellationToken,
 ) {
-    let client = deps.watch_client.clone();
+    let client = deps.watchers.of(namespace).clone();
     let (grants, secrets) = match namespace {
         Some(namespace) => (
             Api::<SlackOAuthGrant>::namespaced(client.clone(), namespace),
@@ -193,7 +196,7 @@ async fn run_in(
     let grant_store = controller.store();
     let Deps {
         client,
-        watch_client: _,
+        watchers: _,
         config,
         state_key,
         recorder,

@@ -168,3 +168,24 @@ async fn an_approval_makes_only_the_writes_custody_needs() {
         "one approval asked the API server for more than custody needs: {requests:#?}"
     );
 }
+
+#[tokio::test]
+#[ignore = "needs the local control plane: run `make test`"]
+async fn watches_and_requests_share_a_handful_of_connections() {
+    let s = Scenario::start("connections-to-api").await;
+    s.create_client_secret().await;
+    s.apply_grant("scim", json!({})).await;
+    assert_eq!(s.approve(&s.link("scim").await).await.status, 200);
+    s.wait_ready("scim").await;
+    // Every watch is open by now (readiness waits for them): the approval links' and the
+    // callback's shared Secrets, the controller's grants, token Secrets, shared Secrets and
+    // records; seven watches, and the requests beside them.
+    let port = support::apiserver_port().await;
+    let open = support::connections_to(s.operator.pid(), port).expect("the operator runs");
+    println!("the operator holds {open} connections to the API server");
+    // HTTP/2: one for the watches, one for the controller's requests, one for the callback's.
+    assert!(
+        (1..=3).contains(&open),
+        "{open} connections to the API server: are watches still one connection each?"
+    );
+}
