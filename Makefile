@@ -7,7 +7,7 @@ CHART_CRD_FILE := charts/slack-oauth-operator/templates/crd.yaml
 
 include hack/Makefile.cluster.mk
 
-.PHONY: help run test test-unit lint fmt generate build image plugin-archive
+.PHONY: help run test test-unit bench lint fmt generate build image plugin-archive
 
 help: ## List the targets.
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -20,6 +20,11 @@ test: ## Build what is missing, start a throwaway control plane, run every test,
 
 test-unit: ## Only the tests that need no control plane (helm renders the chart).
 	HELM="$$(hack/tools.sh)/helm" cargo test --locked --workspace
+
+# SCALE_GRANTS, SCALE_BURST, SCALE_CALLBACKS, SCALE_UNRELATED, SCALE_IDLE_SECONDS and
+# SCALE_DEADLINE_MINUTES size the run (docs/benchmarks.md). Not part of `make test`.
+bench: ## The scale benchmark against the control plane in KUBECONFIG; results under target/bench/. (Check load: `cargo bench --bench check_load`.)
+	@hack/bench.sh
 
 lint: ## rustfmt and clippy, warnings are errors.
 	cargo fmt --all --check

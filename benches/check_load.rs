@@ -29,9 +29,16 @@ use serde_json::json;
 use slack_emulator::Fault;
 use slack_oauth_operator::api::SlackOAuthGrant;
 
+use common::{
+    AuditMark, env_number, is_authorized, metric_sum, minutes_seconds, percentile,
+    require_control_plane, rss_kib,
+};
 use scenario::Scenario;
 use support::Operator;
 
+// Shared with the scale bench; this binary uses only part of it.
+#[allow(dead_code)]
+mod common;
 // Shared with the cluster tests; this binary uses only part of them.
 #[path = "../tests/cluster/scenario.rs"]
 #[allow(dead_code)]
@@ -62,7 +69,7 @@ async fn main() {
     }
     let grants = env_number("CHECK_LOAD_GRANTS", 1000);
     let minutes = env_number("CHECK_LOAD_MINUTES", 3);
-    require_control_plane().await;
+    require_control_plane("check_load").await;
 
     let started = Instant::now();
     let mut s = Scenario::builder("check-load").flags(FLAGS).start().await;
@@ -351,29 +358,13 @@ async fn not_ready(grants: &Api<SlackOAuthGrant>, names: &[String]) -> Vec<(Stri
         .collect()
 }
 
-fn is_authorized(grant: &SlackOAuthGrant) -> bool {
-    grant.status.as_ref().is_some_and(|st| {
-        st.conditions
-            .iter()
-            .any(|c| c.type_ == "Ready" && c.status == "True" && c.reason == "Authorized")
-    })
-}
-
 /// The operator's count of token checks Slack could not answer.
 async fn unavailable_checks(operator: &Operator) -> f64 {
-    operator
-        .metrics()
-        .await
-        .lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter(|l| {
-            l.split('{')
-                .next()
-                .is_some_and(|n| n.ends_with("token_checks_total"))
-        })
-        .filter(|l| l.contains("outcome=\"unavailable\""))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
+    metric_sum(
+        &operator.metrics().await,
+        "token_checks_total",
+        "outcome=\"unavailable\"",
+    )
 }
 
 fn print_load_table(grants: usize, per_second: &[u32]) {
@@ -433,51 +424,6 @@ fn print_fault_table(windows: &[FaultWindow]) {
     }
 }
 
-/// A point in the control plane's audit log (`CLUSTER_DIR/audit.log`), which the API server
-/// renames to `audit-<time>.log` when it reaches 100 MB, as it can within one run.
-struct AuditMark {
-    inode: u64,
-    offset: u64,
-}
-
-impl AuditMark {
-    /// Now; `None` when `CLUSTER_DIR` is not set.
-    fn now() -> Option<Self> {
-        use std::os::unix::fs::MetadataExt;
-        std::env::var_os("CLUSTER_DIR")?;
-        let log = support::audit_log();
-        Some(Self {
-            inode: std::fs::metadata(&log).map(|m| m.ino()).unwrap_or_default(),
-            offset: support::audit_offset(&log),
-        })
-    }
-
-    /// The writes to `namespace` logged since, across one rotation; `None` after more.
-    fn writes_since(&self, namespace: &str) -> Option<Vec<String>> {
-        use std::os::unix::fs::MetadataExt;
-        let log = support::audit_log();
-        let inode = |path: &std::path::Path| std::fs::metadata(path).map(|m| m.ino()).ok();
-        if inode(&log) == Some(self.inode) {
-            return Some(support::audit_writes_in_namespace(
-                &log,
-                self.offset,
-                namespace,
-            ));
-        }
-        let rotated = log
-            .parent()
-            .and_then(|dir| std::fs::read_dir(dir).ok())
-            .into_iter()
-            .flatten()
-            .filter_map(Result::ok)
-            .map(|entry| entry.path())
-            .find(|path| inode(path) == Some(self.inode))?;
-        let mut writes = support::audit_writes_in_namespace(&rotated, self.offset, namespace);
-        writes.extend(support::audit_writes_in_namespace(&log, 0, namespace));
-        Some(writes)
-    }
-}
-
 /// Writes (`verb resource/name by agent`) counted by verb and resource: `12 (10 patch leases, ...)`.
 fn write_summary(writes: &[String]) -> String {
     let mut counts = BTreeMap::<String, usize>::new();
@@ -495,55 +441,6 @@ fn write_summary(writes: &[String]) -> String {
         .map(|(what, count)| format!("{count} {what}"))
         .collect();
     format!("{} ({})", writes.len(), parts.join(", "))
-}
-
-/// The nearest-rank percentile of `values`.
-fn percentile(values: &[u32], p: f64) -> u32 {
-    let mut sorted = values.to_vec();
-    sorted.sort_unstable();
-    let rank = (p * sorted.len() as f64).ceil() as usize;
-    sorted
-        .get(rank.saturating_sub(1))
-        .copied()
-        .unwrap_or_default()
-}
-
-/// The resident memory of process `pid`, in KiB (`VmRSS`).
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|status| {
-            status
-                .lines()
-                .find_map(|l| l.strip_prefix("VmRSS:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        })
-        .unwrap_or_default()
-}
-
-fn env_number(name: &str, default: usize) -> usize {
-    match std::env::var(name) {
-        Ok(value) => value
-            .parse()
-            .unwrap_or_else(|_| panic!("{name}={value:?} is not a number")),
-        Err(_) => default,
-    }
-}
-
-fn minutes_seconds(elapsed: Duration) -> String {
-    let seconds = elapsed.as_secs();
-    format!("{} min {} s", seconds / 60, seconds % 60)
-}
-
-/// Fails at once, saying how to start one, when there is no control plane.
-async fn require_control_plane() {
-    let kubeconfig = std::env::var_os("KUBECONFIG").map(std::path::PathBuf::from);
-    if let Err(message) = support::client_from(kubeconfig.as_deref()).await {
-        panic!(
-            "check_load needs the local control plane: run `make cluster-up`, then \
-             `source .cluster/local/env` to export KUBECONFIG ({message})"
-        );
-    }
 }
 
 /// Deletes the namespace while the operator still runs (its finalizers revoke the tokens at the

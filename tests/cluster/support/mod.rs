@@ -31,7 +31,7 @@ pub use grants::{
     wait_for_grant_within, wait_for_grants,
 };
 pub use namespace::TestNamespace;
-pub use operator::{Launch, Operator, cpu_seconds, log_dir};
+pub use operator::{Launch, Operator, apiserver_port, connections_to, cpu_seconds, log_dir};
 pub use slack::TestSlack;
 pub use tools::{
     Ran, TempDir, free_port, helm, kubectl, must, must_fail, repo_root, run, tool, tool_from,

@@ -1,6 +1,6 @@
 //! The operator binary, run as a separate process with real flags, and what it costs.
 
-use std::{path::Path, path::PathBuf, time::Duration};
+use std::{collections::HashSet, path::Path, path::PathBuf, time::Duration};
 
 use super::tools::{free_port, run};
 
@@ -252,4 +252,39 @@ fn clock_ticks_per_second() -> f64 {
         .and_then(|s| s.trim().parse::<f64>().ok())
         .filter(|t| *t > 0.0)
         .unwrap_or(100.0)
+}
+
+/// The established TCP connections of process `pid` to port `port`: its socket descriptors
+/// matched against the TCP tables of its network namespace. `None` once it has exited.
+pub fn connections_to(pid: u32, port: u16) -> Option<usize> {
+    use procfs::process::{FDTarget, Process};
+    let process = Process::new(i32::try_from(pid).ok()?).ok()?;
+    let sockets: HashSet<u64> = process
+        .fd()
+        .ok()?
+        .filter_map(Result::ok)
+        .filter_map(|fd| match fd.target {
+            FDTarget::Socket(inode) => Some(inode),
+            _ => None,
+        })
+        .collect();
+    let mut entries = process.tcp().ok()?;
+    entries.extend(process.tcp6().unwrap_or_default());
+    Some(
+        entries
+            .iter()
+            .filter(|e| e.state == procfs::net::TcpState::Established)
+            .filter(|e| e.remote_address.port() == port && sockets.contains(&e.inode))
+            .count(),
+    )
+}
+
+/// The port of the API server in `KUBECONFIG`.
+pub async fn apiserver_port() -> u16 {
+    kube::Config::infer()
+        .await
+        .expect("read KUBECONFIG")
+        .cluster_url
+        .port_u16()
+        .unwrap_or(443)
 }
