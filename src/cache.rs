@@ -125,25 +125,18 @@ pub fn drive<K: Send + 'static>(
 pub struct Caches(Vec<Cache>);
 
 impl Caches {
-    /// Keeps a watch of the Secrets matching `selector` in each of `namespaces`, or in every
-    /// namespace if it is empty.
+    /// Keeps a watch of the Secrets matching `selector` in each watched namespace (or in every
+    /// namespace).
     pub fn keep(
         watchers: &Watchers,
-        namespaces: &[String],
         selector: &str,
         what: &'static str,
         shutdown: &CancellationToken,
     ) -> Self {
-        let apis: Vec<Api<Secret>> = if namespaces.is_empty() {
-            vec![Api::all(watchers.of(None).clone())]
-        } else {
-            namespaces
-                .iter()
-                .map(|namespace| Api::namespaced(watchers.of(Some(namespace)).clone(), namespace))
-                .collect()
-        };
         Self(
-            apis.into_iter()
+            watchers
+                .apis::<Secret>()
+                .into_iter()
                 .map(|api| kept(api, selector, what, shutdown.clone()))
                 .collect(),
         )

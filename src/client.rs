@@ -15,8 +15,9 @@ use hyper_util::{
     client::legacy::connect::HttpConnector,
     rt::{TokioExecutor, TokioTimer},
 };
+use k8s_openapi::NamespaceResourceScope;
 use kube::{
-    Client,
+    Api, Client, Resource,
     client::{ConfigExt, retry::RetryPolicy},
 };
 use tower::{ServiceBuilder, limit::ConcurrencyLimitLayer, retry::RetryLayer};
@@ -75,6 +76,22 @@ impl Watchers {
                 .collect::<Result<_, _>>()?,
             namespaces: namespaces.to_vec(),
         })
+    }
+
+    /// One `Api` of `K` per watched namespace, each on its namespace's client, or one of every
+    /// namespace when every namespace is watched.
+    pub fn apis<K>(&self) -> Vec<Api<K>>
+    where
+        K: Resource<Scope = NamespaceResourceScope>,
+        K::DynamicType: Default,
+    {
+        if self.namespaces.is_empty() {
+            return vec![Api::all(self.first.clone())];
+        }
+        self.namespaces
+            .iter()
+            .map(|namespace| Api::namespaced(self.of(Some(namespace)).clone(), namespace))
+            .collect()
     }
 
     /// The client for watches in `namespace`, or in every namespace (`None`).

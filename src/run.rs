@@ -107,10 +107,9 @@ pub async fn run(
             .with_scim_url(config.slack_scim_url.clone()),
     );
     // On the controller's client: watches are long-lived, and that one has no read timeout.
-    let links = Links::watch(&watchers, &config.watch_namespaces, &shutdown);
+    let links = Links::watch(&watchers, &shutdown);
     let shared = Caches::keep(
         &watchers,
-        &config.watch_namespaces,
         &format!("{}=true", crate::api::labels::SHARED_WITH_GRANTS),
         "Secrets shared with grants",
         &shutdown,

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use futures::FutureExt;
 use kube::{
-    Api, ResourceExt,
+    ResourceExt,
     runtime::{WatchStreamExt, reflector, watcher},
 };
 use tokio_util::sync::CancellationToken;
@@ -27,16 +27,9 @@ pub struct NotSynced;
 
 impl Links {
     /// Starts the watches; they stop with `shutdown`.
-    pub fn watch(watchers: &Watchers, namespaces: &[String], shutdown: &CancellationToken) -> Self {
-        let apis: Vec<Api<SlackOAuthGrant>> = if namespaces.is_empty() {
-            vec![Api::all(watchers.of(None).clone())]
-        } else {
-            namespaces
-                .iter()
-                .map(|namespace| Api::namespaced(watchers.of(Some(namespace)).clone(), namespace))
-                .collect()
-        };
-        let stores = apis
+    pub fn watch(watchers: &Watchers, shutdown: &CancellationToken) -> Self {
+        let stores = watchers
+            .apis::<SlackOAuthGrant>()
             .into_iter()
             .map(|api| {
                 let (store, writer) = reflector::store();
