@@ -2,18 +2,19 @@
 //! server: the controller's (token Secrets, records, shared Secrets; see
 //! `controller::cache` for when it trusts them) and the callback's (shared Secrets).
 
-use std::sync::Arc;
+use std::{fmt::Debug, hash::Hash, sync::Arc};
 
 use futures::{Stream, StreamExt};
 use k8s_openapi::api::core::v1::Secret;
 use kube::{
-    Api, ResourceExt,
+    Api, Resource, ResourceExt,
     runtime::{
         WatchStreamExt,
         reflector::{self, ObjectRef, Store},
         watcher,
     },
 };
+use serde::de::DeserializeOwned;
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
@@ -60,9 +61,32 @@ impl Cache {
     }
 }
 
-/// A label-selected watch of Secrets, kept in a store without their managed fields (only
-/// data, labels, annotations and owners are read): the store, and the stream of every Secret
-/// created, changed or deleted, which the caller must poll.
+/// A watch of `K`, kept in a store without the objects' managed fields (most of an object, and
+/// never read): the store, and the watch's events, which the caller must poll (that is what
+/// fills the store).
+pub fn reflect<K>(
+    api: Api<K>,
+    config: watcher::Config,
+) -> (
+    Store<K>,
+    impl Stream<Item = Result<watcher::Event<K>, watcher::Error>> + use<K>,
+)
+where
+    K: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+    K::DynamicType: Default + Eq + Hash + Clone,
+{
+    let (store, writer) = reflector::store();
+    let events = reflector::reflector(
+        writer,
+        watcher(api, config)
+            .backoff(Backoff::watch())
+            .modify(|object| object.managed_fields_mut().clear()),
+    );
+    (store, events)
+}
+
+/// A label-selected watch of Secrets (only data, labels, annotations and owners are read): the
+/// store, and the stream of every Secret created, changed or deleted, which the caller must poll.
 pub fn reflect_secrets(
     api: Api<Secret>,
     selector: &str,
@@ -70,15 +94,8 @@ pub fn reflect_secrets(
     Cache,
     impl Stream<Item = Result<Secret, watcher::Error>> + use<>,
 ) {
-    let (store, writer) = reflector::store();
-    let stream = reflector::reflector(
-        writer,
-        watcher(api, watcher::Config::default().labels(selector))
-            .backoff(Backoff::watch())
-            .modify(|secret| secret.managed_fields_mut().clear()),
-    )
-    .touched_objects();
-    (Cache::new(store), stream)
+    let (store, events) = reflect(api, watcher::Config::default().labels(selector));
+    (Cache::new(store), events.touched_objects())
 }
 
 /// A label-selected watch of Secrets in memory, kept until `shutdown` by a task of its own

@@ -84,6 +84,17 @@ pub struct Held {
     pub version: String,
 }
 
+impl Held {
+    /// Grant `uid`'s record in `secret`, if it holds it (a Secret under the record's name that
+    /// does not, someone else's, holds none).
+    pub fn of(secret: &Secret, uid: &str) -> Option<Self> {
+        Some(Self {
+            record: TokenRecord::from_secret(secret, uid)?,
+            version: secret.resource_version().unwrap_or_default(),
+        })
+    }
+}
+
 /// The grant's token records, in the operator's namespace.
 #[derive(Clone)]
 pub struct Records {
@@ -102,13 +113,8 @@ impl Records {
     /// Grant `uid`'s record. A Secret under the record's name that does not hold it (someone
     /// else's) reads as none.
     pub async fn get(&self, uid: &str) -> Result<Option<Held>, CallError> {
-        let Some(secret) = call(self.secrets.get_opt(&record::secret_name(uid))).await? else {
-            return Ok(None);
-        };
-        Ok(TokenRecord::from_secret(&secret, uid).map(|record| Held {
-            record,
-            version: secret.resource_version().unwrap_or_default(),
-        }))
+        let secret = call(self.secrets.get_opt(&record::secret_name(uid))).await?;
+        Ok(secret.and_then(|secret| Held::of(&secret, uid)))
     }
 
     /// Writes `record`: creates it when `version` is `None`, else replaces that version. A 409

@@ -5,14 +5,11 @@
 use std::sync::Arc;
 
 use futures::FutureExt;
-use kube::{
-    ResourceExt,
-    runtime::{WatchStreamExt, reflector, watcher},
-};
+use kube::runtime::{WatchStreamExt, reflector, watcher};
 use tokio_util::sync::CancellationToken;
 
 use super::link::published_token;
-use crate::{api::SlackOAuthGrant, client::Watchers, retry::Backoff};
+use crate::{api::SlackOAuthGrant, client::Watchers};
 
 /// The grants as the watch last saw them.
 #[derive(Clone)]
@@ -32,16 +29,13 @@ impl Links {
             .apis::<SlackOAuthGrant>()
             .into_iter()
             .map(|api| {
-                let (store, writer) = reflector::store();
-                let stream = reflector::reflector(
-                    writer,
-                    watcher(api, watcher::Config::default().any_semantic())
-                        .backoff(Backoff::watch())
-                        // Only spec and status are read; managed fields are most of an object.
-                        .modify(|grant| grant.managed_fields_mut().clear()),
-                )
-                .applied_objects();
-                crate::cache::drive(stream, "grants, for their approval links", shutdown.clone());
+                let (store, events) =
+                    crate::cache::reflect(api, watcher::Config::default().any_semantic());
+                crate::cache::drive(
+                    events.applied_objects(),
+                    "grants, for their approval links",
+                    shutdown.clone(),
+                );
                 store
             })
             .collect();

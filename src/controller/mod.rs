@@ -28,7 +28,7 @@ use kube::{
         controller::Action,
         events::Recorder,
         finalizer::{self, Event as Finalizer, finalizer},
-        reflector::{self, ObjectRef, Store},
+        reflector::{ObjectRef, Store},
         watcher,
     },
 };
@@ -49,7 +49,7 @@ use crate::{
     config::Config,
     events,
     metrics::Metrics,
-    record::{self, TokenRecord},
+    record,
     retry::Backoff,
     slack::{SlackApi, SlackClient},
     status,
@@ -184,15 +184,9 @@ async fn run_in(
     );
     let (token_secrets, token_changes) =
         caches::reflect_secrets(secrets, &cache::token_secret_selector());
-    let (grant_store, grant_writer) = reflector::store();
-    let grant_stream = reflector::reflector(
-        grant_writer,
-        watcher(grants, watcher::Config::default().any_semantic())
-            .backoff(Backoff::watch())
-            .modify(|grant| grant.managed_fields_mut().clear()),
-    )
-    .applied_objects();
-    let controller = Controller::for_stream(grant_stream, grant_store);
+    let (grant_store, grant_events) =
+        caches::reflect(grants, watcher::Config::default().any_semantic());
+    let controller = Controller::for_stream(grant_events.applied_objects(), grant_store);
     let grant_store = controller.store();
     let Deps {
         client,
@@ -714,11 +708,7 @@ async fn observe(
     let held = context
         .record_secrets
         .get(&context.config.namespace, &record::secret_name(&uid))
-        .and_then(|secret| {
-            let record = TokenRecord::from_secret(&secret, &uid)?;
-            let version = secret.resource_version().unwrap_or_default();
-            Some(store::Held { record, version })
-        });
+        .and_then(|secret| store::Held::of(&secret, &uid));
     let now = Timestamp::now();
     let (consumer, held) = if cache::settled(
         grant,
