@@ -1,11 +1,19 @@
-//! Label-selected watches of Secrets kept in memory, so that reads need no request to the API
-//! server: the controller's (token Secrets, records, shared Secrets; see
-//! `controller::cache` for when it trusts them) and the callback's (shared Secrets).
+//! Watches kept in memory, so that reads need no request to the API server, each made once per
+//! watched namespace and shared by whoever reads it:
+//!
+//! - the grants, for the approval links (every replica) and the controller (the leader);
+//! - the Secrets shared with grants, for the callback (client Secrets) and the controller;
+//! - the controller's own: the token Secrets and the token records (see `controller::cache`
+//!   for when it trusts them).
+//!
+//! A [`Cache`] is filled by a task of its own. Followers ([`Cache::applied`],
+//! [`Cache::touched`]) are told of every change without ever holding the watch up: one that
+//! falls behind is given every object again, as after a relist.
 
-use std::{fmt::Debug, hash::Hash, sync::Arc};
+use std::{fmt::Debug, sync::Arc};
 
 use futures::{Stream, StreamExt};
-use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::NamespaceResourceScope;
 use kube::{
     Api, Resource, ResourceExt,
     runtime::{
@@ -15,35 +23,120 @@ use kube::{
     },
 };
 use serde::de::DeserializeOwned;
+use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
 use crate::{client::Watchers, retry::Backoff};
 
-/// A reflector's store of Secrets and whether it has listed once.
-#[derive(Clone)]
-pub struct Cache {
-    store: Store<Secret>,
+/// What a watched kind needs to be kept.
+pub trait Kept:
+    Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static
+{
+}
+impl<K> Kept for K where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static
+{
+}
+
+/// Changes a follower may be behind by before it is given every object again instead. The
+/// watch sends one per event (a relist is one), so only a follower that stopped reading falls
+/// this far behind.
+const FOLLOWER_LAG: usize = 1024;
+
+/// A watch of `K` in memory, without the objects' managed fields (most of an object, and never
+/// read).
+pub struct Cache<K: Kept> {
+    store: Store<K>,
     /// True once the store has listed. (Waiters use this, not the store itself:
     /// `Store::wait_until_ready` wakes only the last of several concurrent waiters.)
     ready: tokio::sync::watch::Receiver<bool>,
+    changes: broadcast::Sender<Change<K>>,
+}
+
+impl<K: Kept> Clone for Cache<K> {
+    fn clone(&self) -> Self {
+        Self {
+            store: self.store.clone(),
+            ready: self.ready.clone(),
+            changes: self.changes.clone(),
+        }
+    }
+}
+
+/// What the watch saw, as told to followers.
+#[derive(Clone)]
+enum Change<K> {
+    Applied(Arc<K>),
+    Deleted(Arc<K>),
+    /// The watch listed again (or for the first time): the store now holds every object.
+    Listed,
 }
 
 /// A cache that never listed: its watch ended with the process.
 #[derive(Debug, thiserror::Error)]
-#[error("failed to list Secrets: the watch ended")]
+#[error("failed to list from the API server: the watch ended")]
 pub struct Unavailable;
 
-impl Cache {
-    fn new(store: Store<Secret>) -> Self {
+impl<K: Kept> Cache<K> {
+    /// Keeps a watch of `api` (with `config`, to which the watch's backoff is added) in memory
+    /// until `shutdown`. `what` names what it watches in its log lines.
+    pub fn keep(
+        api: Api<K>,
+        config: watcher::Config,
+        what: &'static str,
+        shutdown: CancellationToken,
+    ) -> Self {
+        let (store, mut writer) = reflector::store();
         let (ready_tx, ready) = tokio::sync::watch::channel(false);
-        let waited = store.clone();
+        let (changes, _) = broadcast::channel(FOLLOWER_LAG);
+        let cache = Self {
+            store: store.clone(),
+            ready,
+            changes: changes.clone(),
+        };
+        let events = watcher(api, config).backoff(Backoff::watch());
         tokio::spawn(async move {
-            if waited.wait_until_ready().await.is_ok() {
-                let _ = ready_tx.send(true);
+            let mut events = std::pin::pin!(events);
+            loop {
+                let event = tokio::select! {
+                    () = shutdown.cancelled() => return,
+                    event = events.next() => event,
+                };
+                let mut event = match event {
+                    Some(Ok(event)) => event,
+                    Some(Err(error)) => {
+                        warn!(
+                            error = &error as &dyn std::error::Error,
+                            what, "failed to watch; retrying"
+                        );
+                        continue;
+                    }
+                    None => return,
+                };
+                if let watcher::Event::Apply(object) | watcher::Event::InitApply(object) =
+                    &mut event
+                {
+                    object.managed_fields_mut().clear();
+                }
+                writer.apply_watcher_event(&event);
+                // Sending fails only while nobody follows, which is fine.
+                let _ = match event {
+                    watcher::Event::Apply(object) => store
+                        .get(&ObjectRef::from(&object))
+                        .map(|kept| changes.send(Change::Applied(kept))),
+                    watcher::Event::Delete(object) => {
+                        Some(changes.send(Change::Deleted(Arc::new(object))))
+                    }
+                    watcher::Event::InitDone => {
+                        let _ = ready_tx.send(true);
+                        Some(changes.send(Change::Listed))
+                    }
+                    watcher::Event::Init | watcher::Event::InitApply(_) => None,
+                };
             }
         });
-        Self { store, ready }
+        cache
     }
 
     /// Waits until the store has listed.
@@ -56,107 +149,96 @@ impl Cache {
             .map_err(|_| Unavailable)
     }
 
-    pub fn get(&self, namespace: &str, name: &str) -> Option<Arc<Secret>> {
+    /// Whether the store has listed.
+    pub fn is_ready(&self) -> bool {
+        *self.ready.borrow()
+    }
+
+    pub fn get(&self, namespace: &str, name: &str) -> Option<Arc<K>> {
         self.store.get(&ObjectRef::new(name).within(namespace))
+    }
+
+    pub fn store(&self) -> Store<K> {
+        self.store.clone()
+    }
+
+    /// Every object now, then each one created or changed; every object again after the watch
+    /// lists again.
+    pub fn applied(&self) -> impl Stream<Item = Arc<K>> + Send + use<K> {
+        self.follow(false)
+    }
+
+    /// [`Cache::applied`], and each object deleted. (A deletion during a break in the watch,
+    /// or while the follower was behind, is not seen: the object is simply no longer there.)
+    pub fn touched(&self) -> impl Stream<Item = Arc<K>> + Send + use<K> {
+        self.follow(true)
+    }
+
+    fn follow(&self, deletions: bool) -> impl Stream<Item = Arc<K>> + Send + use<K> {
+        // Subscribed before the store is read: nothing changed in between is missed.
+        let changes = self.changes.subscribe();
+        let store = self.store.clone();
+        let listed = store.state().into_iter();
+        futures::stream::unfold(
+            (changes, listed, store),
+            move |(mut changes, mut listed, store)| async move {
+                loop {
+                    if let Some(object) = listed.next() {
+                        return Some((object, (changes, listed, store)));
+                    }
+                    match changes.recv().await {
+                        Ok(Change::Applied(object)) => {
+                            return Some((object, (changes, listed, store)));
+                        }
+                        Ok(Change::Deleted(object)) if deletions => {
+                            return Some((object, (changes, listed, store)));
+                        }
+                        Ok(Change::Deleted(_)) => {}
+                        Ok(Change::Listed) => listed = store.state().into_iter(),
+                        Err(broadcast::error::RecvError::Lagged(missed)) => {
+                            warn!(missed, "fell behind a watch; going over every object again");
+                            listed = store.state().into_iter();
+                        }
+                        Err(broadcast::error::RecvError::Closed) => return None,
+                    }
+                }
+            },
+        )
     }
 }
 
-/// A watch of `K`, kept in a store without the objects' managed fields (most of an object, and
-/// never read): the store, and the watch's events, which the caller must poll (that is what
-/// fills the store).
-pub fn reflect<K>(
-    api: Api<K>,
-    config: watcher::Config,
-) -> (
-    Store<K>,
-    impl Stream<Item = Result<watcher::Event<K>, watcher::Error>> + use<K>,
-)
-where
-    K: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
-    K::DynamicType: Default + Eq + Hash + Clone,
-{
-    let (store, writer) = reflector::store();
-    let events = reflector::reflector(
-        writer,
-        watcher(api, config)
-            .backoff(Backoff::watch())
-            .modify(|object| object.managed_fields_mut().clear()),
-    );
-    (store, events)
+/// One [`Cache`] per watched namespace (or one of every namespace), in the order of
+/// `--watch-namespaces`, looked up as one.
+pub struct Caches<K: Kept>(Vec<Cache<K>>);
+
+impl<K: Kept> Clone for Caches<K> {
+    fn clone(&self) -> Self {
+        Self(self.0.clone())
+    }
 }
 
-/// A label-selected watch of Secrets (only data, labels, annotations and owners are read): the
-/// store, and the stream of every Secret created, changed or deleted, which the caller must poll.
-pub fn reflect_secrets(
-    api: Api<Secret>,
-    selector: &str,
-) -> (
-    Cache,
-    impl Stream<Item = Result<Secret, watcher::Error>> + use<>,
-) {
-    let (store, events) = reflect(api, watcher::Config::default().labels(selector));
-    (Cache::new(store), events.touched_objects())
-}
-
-/// A label-selected watch of Secrets in memory, kept until `shutdown` by a task of its own
-/// (for a cache nothing else polls). `what` names the Secrets in its log line.
-pub fn kept(
-    api: Api<Secret>,
-    selector: &str,
-    what: &'static str,
-    shutdown: CancellationToken,
-) -> Cache {
-    let (cache, stream) = reflect_secrets(api, selector);
-    drive(stream, what, shutdown);
-    cache
-}
-
-/// Polls a reflector's `stream` (which is what fills its store) in a task of its own until
-/// `shutdown`. `what` names what it watches in its log line; the watch retries by itself.
-pub fn drive<K: Send + 'static>(
-    stream: impl Stream<Item = Result<K, watcher::Error>> + Send + 'static,
-    what: &'static str,
-    shutdown: CancellationToken,
-) {
-    tokio::spawn(async move {
-        let mut stream = std::pin::pin!(stream);
-        loop {
-            tokio::select! {
-                () = shutdown.cancelled() => return,
-                next = stream.next() => match next {
-                    Some(Ok(_)) => {}
-                    Some(Err(error)) => warn!(
-                        error = &error as &dyn std::error::Error,
-                        what,
-                        "failed to watch; retrying"
-                    ),
-                    None => return,
-                },
-            }
-        }
-    });
-}
-
-/// One kept watch per namespace (or one of every namespace), looked up as one.
-#[derive(Clone)]
-pub struct Caches(Vec<Cache>);
-
-impl Caches {
-    /// Keeps a watch of the Secrets matching `selector` in each watched namespace (or in every
-    /// namespace).
+impl<K: Kept<Scope = NamespaceResourceScope>> Caches<K> {
+    /// Keeps a watch of `K` with `config` in each watched namespace (or in every namespace).
     pub fn keep(
         watchers: &Watchers,
-        selector: &str,
+        config: &watcher::Config,
         what: &'static str,
         shutdown: &CancellationToken,
     ) -> Self {
         Self(
             watchers
-                .apis::<Secret>()
+                .apis::<K>()
                 .into_iter()
-                .map(|api| kept(api, selector, what, shutdown.clone()))
+                .map(|api| Cache::keep(api, config.clone(), what, shutdown.clone()))
                 .collect(),
         )
+    }
+}
+
+impl<K: Kept> Caches<K> {
+    /// Caches filled by someone else (tests).
+    pub fn of(caches: Vec<Cache<K>>) -> Self {
+        Self(caches)
     }
 
     /// Waits until every watch has listed once.
@@ -167,7 +249,129 @@ impl Caches {
         Ok(())
     }
 
-    pub fn get(&self, namespace: &str, name: &str) -> Option<Arc<Secret>> {
+    /// Whether every watch has listed once.
+    pub fn is_ready(&self) -> bool {
+        self.0.iter().all(Cache::is_ready)
+    }
+
+    pub fn get(&self, namespace: &str, name: &str) -> Option<Arc<K>> {
         self.0.iter().find_map(|cache| cache.get(namespace, name))
+    }
+
+    /// The first object `matches`, in any watch.
+    pub fn find(&self, matches: impl Fn(&K) -> bool) -> Option<Arc<K>> {
+        self.0.iter().find_map(|cache| cache.store.find(&matches))
+    }
+
+    /// The watches, in the order of `--watch-namespaces`.
+    pub fn each(&self) -> &[Cache<K>] {
+        &self.0
+    }
+}
+
+/// A label selector's watch config.
+pub fn labelled(selector: &str) -> watcher::Config {
+    watcher::Config::default().labels(selector)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::core::v1::Secret;
+    use kube::api::ObjectMeta;
+
+    fn secret(name: &str) -> Secret {
+        Secret {
+            metadata: ObjectMeta {
+                name: Some(name.to_owned()),
+                namespace: Some("ns".to_owned()),
+                ..ObjectMeta::default()
+            },
+            ..Secret::default()
+        }
+    }
+
+    fn names(objects: &[Arc<Secret>]) -> Vec<String> {
+        let mut names: Vec<_> = objects.iter().map(|o| o.name_any()).collect();
+        names.sort();
+        names
+    }
+
+    /// A cache whose watch is driven by hand.
+    fn by_hand() -> (
+        Cache<Secret>,
+        reflector::store::Writer<Secret>,
+        tokio::sync::watch::Sender<bool>,
+    ) {
+        let (store, writer) = reflector::store();
+        let (ready_tx, ready) = tokio::sync::watch::channel(false);
+        let (changes, _) = broadcast::channel(4);
+        (
+            Cache {
+                store,
+                ready,
+                changes,
+            },
+            writer,
+            ready_tx,
+        )
+    }
+
+    /// Sends `change` to the followers, of which there must be one.
+    fn tell(cache: &Cache<Secret>, change: Change<Secret>) {
+        let followed = cache.changes.send(change).is_ok();
+        assert!(followed, "nobody follows");
+    }
+
+    #[tokio::test]
+    async fn a_follower_sees_every_object_then_each_change() {
+        let (cache, mut writer, _) = by_hand();
+        writer.apply_watcher_event(&watcher::Event::Apply(secret("a")));
+        let follower = cache.touched();
+        writer.apply_watcher_event(&watcher::Event::Apply(secret("b")));
+        let kept = cache.get("ns", "b").expect("kept");
+        tell(&cache, Change::Applied(kept));
+        tell(&cache, Change::Deleted(Arc::new(secret("c"))));
+        let seen: Vec<_> = follower.take(3).collect().await;
+        assert_eq!(names(&seen), ["a", "b", "c"]);
+    }
+
+    #[tokio::test]
+    async fn an_applied_follower_is_not_told_of_deletions() {
+        let (cache, mut writer, _) = by_hand();
+        let follower = cache.applied();
+        tell(&cache, Change::Deleted(Arc::new(secret("gone"))));
+        writer.apply_watcher_event(&watcher::Event::Apply(secret("b")));
+        let kept = cache.get("ns", "b").expect("kept");
+        tell(&cache, Change::Applied(kept));
+        let seen: Vec<_> = follower.take(1).collect().await;
+        assert_eq!(names(&seen), ["b"]);
+    }
+
+    #[tokio::test]
+    async fn a_follower_that_fell_behind_is_given_every_object_again() {
+        let (cache, mut writer, _) = by_hand();
+        let follower = cache.applied();
+        for name in ["a", "b", "c", "d", "e", "f"] {
+            writer.apply_watcher_event(&watcher::Event::Apply(secret(name)));
+            let kept = cache.get("ns", name).expect("kept");
+            tell(&cache, Change::Applied(kept));
+        }
+        // Four changes fit; the follower missed two, so it is given all six instead.
+        let seen: Vec<_> = follower.take(6).collect().await;
+        assert_eq!(names(&seen), ["a", "b", "c", "d", "e", "f"]);
+    }
+
+    #[tokio::test]
+    async fn a_relist_gives_followers_every_object_again() {
+        let (cache, mut writer, _) = by_hand();
+        let follower = cache.applied();
+        writer.apply_watcher_event(&watcher::Event::Init);
+        writer.apply_watcher_event(&watcher::Event::InitApply(secret("a")));
+        writer.apply_watcher_event(&watcher::Event::InitApply(secret("b")));
+        writer.apply_watcher_event(&watcher::Event::InitDone);
+        tell(&cache, Change::Listed);
+        let seen: Vec<_> = follower.take(2).collect().await;
+        assert_eq!(names(&seen), ["a", "b"]);
     }
 }

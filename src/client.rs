@@ -26,10 +26,10 @@ use tower::{ServiceBuilder, limit::ConcurrencyLimitLayer, retry::RetryLayer};
 /// before a single client needs more.
 pub const MAX_REQUESTS_IN_FLIGHT: usize = 16;
 
-/// Watched namespaces per watch client (connection). Each namespace costs at most five watches
-/// (the grants and the shared Secrets for the callback server and for the controller, and the
-/// token Secrets), each an HTTP/2 stream, and the API server allows 100 streams at once on a
-/// connection (Go's default) before new ones wait.
+/// Watched namespaces per watch client (connection). Each namespace costs three watches (the
+/// grants, the shared Secrets and the token Secrets), each an HTTP/2 stream, and the API server
+/// allows 100 streams at once on a connection (Go's default) before new ones wait: a group
+/// stays far below that, so a relist of one group's namespaces never waits behind another's.
 pub const NAMESPACES_PER_WATCH_CLIENT: usize = 8;
 
 /// How often a connection is pinged while it carries nothing, so that an API server gone away,

@@ -107,13 +107,9 @@ pub async fn run(
             .with_scim_url(config.slack_scim_url.clone()),
     );
     // On the controller's client: watches are long-lived, and that one has no read timeout.
-    let links = Links::watch(&watchers, &shutdown);
-    let shared = Caches::keep(
-        &watchers,
-        &format!("{}=true", crate::api::labels::SHARED_WITH_GRANTS),
-        "Secrets shared with grants",
-        &shutdown,
-    );
+    let watched = controller::Watched::keep(&watchers, &shutdown);
+    let links = Links::new(watched.grants.clone());
+    let shared = watched.shared_secrets.clone();
     let callback = callback_of(
         kube_config,
         (links, shared),
@@ -154,6 +150,7 @@ pub async fn run(
     let deps = controller::Deps {
         client,
         watchers,
+        watched,
         config,
         state_key,
         recorder,
@@ -189,7 +186,7 @@ const CRD_MISSING_LOG_EVERY: Duration = Duration::from_secs(60);
 /// authenticated client, so this needs no extra permission.
 async fn ready_once_the_crd_is_served(
     client: Client,
-    (links, shared): (Links, Caches),
+    (links, shared): (Links, Caches<Secret>),
     readiness: Readiness,
     shutdown: CancellationToken,
 ) {
@@ -238,7 +235,7 @@ async fn ready_once_the_crd_is_served(
 /// The callback server's state: its own Kubernetes client (with timeouts), Slack, the key.
 fn callback_of(
     kube_config: kube::Config,
-    (links, shared): (Links, Caches),
+    (links, shared): (Links, Caches<Secret>),
     config: &Arc<Config>,
     state_key: &StateKey,
     (recorder, metrics): (&Recorder, &Metrics),

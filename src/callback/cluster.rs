@@ -108,7 +108,7 @@ pub struct KubeCluster {
     /// Which grant publishes which approval link.
     pub links: Links,
     /// The Secrets shared with grants (client Secrets), in the watched namespaces.
-    pub shared: crate::cache::Caches,
+    pub shared: crate::cache::Caches<k8s_openapi::api::core::v1::Secret>,
     pub recorder: Recorder,
     /// The token records, in the operator's namespace.
     pub records: Records,

@@ -4,17 +4,13 @@
 
 use std::sync::Arc;
 
-use futures::FutureExt;
-use kube::runtime::{WatchStreamExt, reflector, watcher};
-use tokio_util::sync::CancellationToken;
-
 use super::link::published_token;
-use crate::{api::SlackOAuthGrant, client::Watchers};
+use crate::{api::SlackOAuthGrant, cache::Caches};
 
 /// The grants as the watch last saw them.
 #[derive(Clone)]
 pub struct Links {
-    stores: Vec<reflector::Store<SlackOAuthGrant>>,
+    grants: Caches<SlackOAuthGrant>,
 }
 
 /// The watch has not listed the grants yet (the process just started).
@@ -23,54 +19,28 @@ pub struct Links {
 pub struct NotSynced;
 
 impl Links {
-    /// Starts the watches; they stop with `shutdown`.
-    pub fn watch(watchers: &Watchers, shutdown: &CancellationToken) -> Self {
-        let stores = watchers
-            .apis::<SlackOAuthGrant>()
-            .into_iter()
-            .map(|api| {
-                let (store, events) =
-                    crate::cache::reflect(api, watcher::Config::default().any_semantic());
-                crate::cache::drive(
-                    events.applied_objects(),
-                    "grants, for their approval links",
-                    shutdown.clone(),
-                );
-                store
-            })
-            .collect();
-        Self { stores }
+    /// Links over the watch of the grants (which the controller shares).
+    pub fn new(grants: Caches<SlackOAuthGrant>) -> Self {
+        Self { grants }
     }
 
     /// Waits until every watch has listed the grants once.
     pub async fn synced(&self) {
-        for store in &self.stores {
-            // The writer lives as long as its watch task; if that ended, so is the process.
-            let _ = store.wait_until_ready().await;
-        }
-    }
-
-    /// Links over stores filled by someone else (tests).
-    pub fn from_stores(stores: Vec<reflector::Store<SlackOAuthGrant>>) -> Self {
-        Self { stores }
+        // A watch ends only with the process.
+        let _ = self.grants.ready().await;
     }
 
     /// Grant `namespace/name` as the watch last saw it, if it has seen it.
     pub fn named(&self, namespace: &str, name: &str) -> Option<Arc<SlackOAuthGrant>> {
-        let grant = reflector::ObjectRef::new(name).within(namespace);
-        self.stores.iter().find_map(|store| store.get(&grant))
+        self.grants.get(namespace, name)
     }
 
     /// The grant whose `status.authorizationURL` is the approval link with `token`, if any.
     pub fn grant(&self, token: &str) -> Result<Option<Arc<SlackOAuthGrant>>, NotSynced> {
-        let mut found = None;
-        for store in &self.stores {
-            if store.wait_until_ready().now_or_never().is_none() {
-                return Err(NotSynced);
-            }
-            found = found.or_else(|| store.find(|grant| publishes(grant, token)));
+        if !self.grants.is_ready() {
+            return Err(NotSynced);
         }
-        Ok(found)
+        Ok(self.grants.find(|grant| publishes(grant, token)))
     }
 }
 

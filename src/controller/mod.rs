@@ -18,13 +18,13 @@ mod tokens;
 
 use std::{sync::Arc, time::Duration};
 
-use crate::cache::{self as caches, Cache};
+use crate::cache::{Cache, Caches, labelled};
 use futures::StreamExt;
 use k8s_openapi::{api::core::v1::Secret, jiff::Timestamp};
 use kube::{
     Api, Client, ResourceExt,
     runtime::{
-        Controller, WatchStreamExt,
+        Controller,
         controller::Action,
         events::Recorder,
         finalizer::{self, Event as Finalizer, finalizer},
@@ -106,11 +106,11 @@ pub struct Context {
     /// When each Ready grant's token is checked next, and the last verdicts.
     checks: checks::Checks,
     /// Secrets labelled as shared with grants, in the namespace(s) this controller watches.
-    shared_secrets: Cache,
+    shared_secrets: Cache<Secret>,
     /// The grants' token Secrets, in the namespace(s) this controller watches.
-    token_secrets: Cache,
+    token_secrets: Cache<Secret>,
     /// The token records, in the operator's namespace.
-    record_secrets: Cache,
+    record_secrets: Cache<Secret>,
     /// One permit per reconcile running, shared by every watched namespace's controller
     /// (`--max-concurrent-reconciles`).
     turns: Arc<tokio::sync::Semaphore>,
@@ -123,6 +123,8 @@ pub struct Deps {
     pub client: Client,
     /// For the controller's watches, which are long-lived and must never wait for a request.
     pub watchers: crate::client::Watchers,
+    /// The watches the controller shares with the callback server.
+    pub watched: Watched,
     pub config: Arc<Config>,
     pub state_key: StateKey,
     pub recorder: Recorder,
@@ -130,67 +132,123 @@ pub struct Deps {
     pub slack: Arc<SlackClient>,
 }
 
+/// The watches that every replica keeps, leader or not, and the controller shares while it
+/// leads: one of each kind per watched namespace (or one of every namespace), in the order of
+/// `--watch-namespaces`.
+#[derive(Clone)]
+pub struct Watched {
+    /// The grants: the approval links' index, and the controller's queue.
+    pub grants: Caches<SlackOAuthGrant>,
+    /// The Secrets labelled as shared with grants: client Secrets, Secrets to adopt,
+    /// PingFederate's credentials.
+    pub shared_secrets: Caches<Secret>,
+}
+
+impl Watched {
+    /// Starts the watches; they stop with `shutdown`.
+    pub fn keep(watchers: &crate::client::Watchers, shutdown: &CancellationToken) -> Self {
+        Self {
+            grants: Caches::keep(
+                watchers,
+                &watcher::Config::default().any_semantic(),
+                "grants",
+                shutdown,
+            ),
+            shared_secrets: Caches::keep(
+                watchers,
+                &labelled(&format!("{}=true", labels::SHARED_WITH_GRANTS)),
+                "Secrets shared with grants",
+                shutdown,
+            ),
+        }
+    }
+}
+
 /// Runs the controller until `shutdown` is cancelled: one for all namespaces, or one per
 /// namespace in `--watch-namespaces` (so the operator needs no cluster-wide permissions then).
 pub async fn run(deps: Deps, shutdown: CancellationToken) {
-    let records = caches::kept(
+    let records = Cache::keep(
         Api::namespaced(
             deps.watchers.of(Some(&deps.config.namespace)).clone(),
             &deps.config.namespace,
         ),
-        &cache::record_selector(),
+        labelled(&cache::record_selector()),
         "token records",
         shutdown.clone(),
     );
     let turns = Arc::new(tokio::sync::Semaphore::new(
         deps.config.max_concurrent_reconciles,
     ));
-    if deps.config.watch_namespaces.is_empty() {
-        run_in(deps, None, (records, turns), shutdown).await;
+    let namespaces: Vec<Option<String>> = if deps.config.watch_namespaces.is_empty() {
+        vec![None]
     } else {
-        let namespaces = deps.config.watch_namespaces.clone();
-        let controllers = namespaces.iter().map(|namespace| {
+        deps.config
+            .watch_namespaces
+            .iter()
+            .cloned()
+            .map(Some)
+            .collect()
+    };
+    let watched = deps.watched.clone();
+    let controllers = namespaces
+        .iter()
+        .zip(
+            watched
+                .grants
+                .each()
+                .iter()
+                .zip(watched.shared_secrets.each()),
+        )
+        .map(|(namespace, (grants, shared))| {
             run_in(
                 deps.clone(),
-                Some(namespace),
-                (records.clone(), turns.clone()),
+                namespace.as_deref(),
+                Own {
+                    grants: grants.clone(),
+                    shared_secrets: shared.clone(),
+                    record_secrets: records.clone(),
+                    turns: turns.clone(),
+                },
                 shutdown.clone(),
             )
         });
-        futures::future::join_all(controllers).await;
-    }
+    futures::future::join_all(controllers).await;
 }
 
-async fn run_in(
-    deps: Deps,
-    namespace: Option<&str>,
-    (record_secrets, turns): (Cache, Arc<tokio::sync::Semaphore>),
-    shutdown: CancellationToken,
-) {
+/// What one namespace's controller works from, besides its [`Deps`].
+struct Own {
+    grants: Cache<SlackOAuthGrant>,
+    shared_secrets: Cache<Secret>,
+    record_secrets: Cache<Secret>,
+    turns: Arc<tokio::sync::Semaphore>,
+}
+
+async fn run_in(deps: Deps, namespace: Option<&str>, own: Own, shutdown: CancellationToken) {
     let client = deps.watchers.of(namespace).clone();
-    let (grants, secrets) = match namespace {
-        Some(namespace) => (
-            Api::<SlackOAuthGrant>::namespaced(client.clone(), namespace),
-            Api::<Secret>::namespaced(client.clone(), namespace),
-        ),
-        None => (
-            Api::<SlackOAuthGrant>::all(client.clone()),
-            Api::<Secret>::all(client.clone()),
-        ),
+    let secrets = match namespace {
+        Some(namespace) => Api::<Secret>::namespaced(client, namespace),
+        None => Api::<Secret>::all(client),
     };
-    let (shared_secrets, shared) = caches::reflect_secrets(
-        secrets.clone(),
-        &format!("{}=true", labels::SHARED_WITH_GRANTS),
+    let token_secrets = Cache::keep(
+        secrets,
+        labelled(&cache::token_secret_selector()),
+        "token Secrets",
+        shutdown.clone(),
     );
-    let (token_secrets, token_changes) =
-        caches::reflect_secrets(secrets, &cache::token_secret_selector());
-    let (grant_store, grant_events) =
-        caches::reflect(grants, watcher::Config::default().any_semantic());
-    let controller = Controller::for_stream(grant_events.applied_objects(), grant_store);
+    let Own {
+        grants,
+        shared_secrets,
+        record_secrets,
+        turns,
+    } = own;
+    let controller = Controller::for_shared_stream(grants.applied(), grants.store());
     let grant_store = controller.store();
+    let token_changes = token_secrets.touched();
+    let shared = shared_secrets.touched();
     let Deps {
         client,
         watchers: _,
+        watched: _,
         config,
         state_key,
         recorder,
@@ -217,14 +275,14 @@ async fn run_in(
     controller
         // A token Secret wakes its owner, and any other grant naming it (which then sees a
         // conflict instead of keeping a link that can only fail).
-        .watches_stream(token_changes, move |secret| {
+        .watches_shared_stream(token_changes, move |secret| {
             grants_naming(&by_token_secret, &secret, |grant, name| {
                 grant.spec.secret.name == name
             })
         })
         // A shared Secret wakes the grants that use it: as their client Secret, as the token
         // to adopt, or as PingFederate's credentials.
-        .watches_stream(shared, move |secret| {
+        .watches_shared_stream(shared, move |secret| {
             grants_naming(&grant_store, &secret, |grant, name| {
                 let spec = &grant.spec;
                 spec.client_secret_ref.name == name
