@@ -90,6 +90,14 @@ pub fn settled(
     }
 }
 
+/// Whether a grant that is not [`settled`], and whose record the cache does not show, can be
+/// taken to have none without asking: a grant with no status yet has never published a link, so
+/// no approval can have made it a record (records are named from the grant's UID, so not even
+/// a deleted grant of the same name's counts). A new grant then costs no read of a record.
+pub fn unrecorded(grant: &SlackOAuthGrant) -> bool {
+    grant.status.is_none()
+}
+
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
@@ -189,6 +197,16 @@ mod tests {
             settled(&claimed, None, None, at(NOW)),
             "an exchange in flight"
         );
+    }
+
+    #[test]
+    fn only_a_grant_with_no_status_is_taken_to_have_no_record() {
+        let mut new = grant(json!(null));
+        new.status = None;
+        assert!(unrecorded(&new));
+        for status in [waiting("AwaitingAuthorization"), ready(1)] {
+            assert!(!unrecorded(&grant(status)));
+        }
     }
 
     /// What a case shows: its name, the grant, the cached Secret and record, and when.

@@ -23,6 +23,7 @@ use futures::StreamExt;
 use k8s_openapi::{api::core::v1::Secret, jiff::Timestamp};
 use kube::{
     Api, Client, ResourceExt,
+    api::{Patch, PatchParams},
     runtime::{
         Controller,
         controller::Action,
@@ -89,6 +90,8 @@ pub enum Error {
     Stopping,
     #[error("failed to add or remove the grant's finalizer")]
     Finalizer(#[source] Box<finalizer::Error<Error>>),
+    #[error("failed to add the grant's finalizer")]
+    AddFinalizer(#[source] Box<kube::Error>),
 }
 
 /// What every reconcile shares.
@@ -397,6 +400,7 @@ async fn reconcile_turn(
     let grants = Api::<SlackOAuthGrant>::namespaced(context.client.clone(), &namespace);
     let context = &context;
     let namespace = namespace.as_str();
+    let grant = with_finalizer(&grants, grant).await?;
     finalizer(&grants, FINALIZER, grant, |event| async move {
         match event {
             Finalizer::Apply(grant) => reconcile_live(&grant, namespace, context, turn).await,
@@ -405,6 +409,64 @@ async fn reconcile_turn(
     })
     .await
     .map_err(|error| Error::Finalizer(Box::new(error)))
+}
+
+/// `grant` with the finalizer: as it is, if it has it or is being deleted; else as the API
+/// server returns it once the finalizer is added. So a new grant is reconciled on from the
+/// patched object, not again after the patch comes back on the watch (which, in a burst of new
+/// grants, would queue it behind every other one a second time).
+///
+/// The patch is kube's `finalizer` helper's own: guarded by a `test` of the finalizers it read,
+/// so that a finalizer someone else added meanwhile fails it (and the grant is tried again)
+/// instead of being overwritten.
+async fn with_finalizer(
+    grants: &Api<SlackOAuthGrant>,
+    grant: Arc<SlackOAuthGrant>,
+) -> Result<Arc<SlackOAuthGrant>, Error> {
+    if grant.metadata.deletion_timestamp.is_some()
+        || grant.finalizers().iter().any(|f| f == FINALIZER)
+    {
+        return Ok(grant);
+    }
+    let pointer =
+        |tokens: &[&str]| json_patch::jsonptr::PointerBuf::from_tokens(tokens.iter().copied());
+    let patch = if grant.finalizers().is_empty() {
+        vec![
+            json_patch::PatchOperation::Test(json_patch::TestOperation {
+                path: pointer(&["metadata", "finalizers"]),
+                value: serde_json::Value::Null,
+            }),
+            json_patch::PatchOperation::Add(json_patch::AddOperation {
+                path: pointer(&["metadata", "finalizers"]),
+                value: serde_json::json!([FINALIZER]),
+            }),
+        ]
+    } else {
+        vec![
+            json_patch::PatchOperation::Test(json_patch::TestOperation {
+                path: pointer(&["metadata", "finalizers"]),
+                value: serde_json::json!(grant.finalizers()),
+            }),
+            json_patch::PatchOperation::Add(json_patch::AddOperation {
+                path: pointer(&["metadata", "finalizers", "-"]),
+                value: serde_json::json!(FINALIZER),
+            }),
+        ]
+    };
+    let patched = tokio::time::timeout(
+        API_CALL_TIMEOUT,
+        grants.patch(
+            &grant.name_any(),
+            &PatchParams::default(),
+            &Patch::Json::<()>(json_patch::Patch(patch)),
+        ),
+    )
+    .await
+    .map_err(|_| Error::TimedOut("add the finalizer"))?
+    .map_err(|source| Error::AddFinalizer(Box::new(source)))?;
+    let mut patched: SlackOAuthGrant = patched;
+    patched.metadata.managed_fields = None;
+    Ok(Arc::new(patched))
 }
 
 async fn reconcile_live(
@@ -780,7 +842,11 @@ async fn observe(
         context.metrics.count_read("api");
         let secrets = Api::<Secret>::namespaced(context.client.clone(), namespace);
         let consumer = get_secret(&secrets, &grant.spec.secret.name).await?;
-        let held = context.records.get(&uid).await.map_err(Error::Record)?;
+        let held = if held.is_none() && cache::unrecorded(grant) {
+            None
+        } else {
+            context.records.get(&uid).await.map_err(Error::Record)?
+        };
         (consumer, held)
     };
     Ok(Observed {

@@ -179,6 +179,41 @@ async fn an_approval_makes_only_the_writes_custody_needs() {
 
 #[tokio::test]
 #[ignore = "needs the local control plane: run `make test`"]
+async fn a_new_grant_costs_its_finalizer_one_read_and_its_link() {
+    let s = Scenario::start("new-grant-cost").await;
+    s.create_client_secret().await;
+    // Let the operator's start-up reads settle before counting.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let from = audit_offset(&audit_log());
+    s.apply_grant("scim", json!({})).await;
+    s.link("scim").await;
+    // Anything a second pass over the grant would write has happened by now.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let requests = requests_in(&s.ns.name, from);
+    let counts = counted(&requests);
+    println!("one new grant, in the namespace: {requests:#?}");
+    // The test's apply and the operator's finalizer; the read of the Secret the grant names
+    // (someone else's would be in the way, and only the API server knows of those: the client
+    // Secret and the record come from the caches); the status with the link.
+    let expected = BTreeMap::from([
+        ("create secrets", 0),
+        ("get secrets", 1),
+        ("patch slackoauthgrants", 2),
+        ("patch slackoauthgrants/status", 0),
+        ("update slackoauthgrants/status", 1),
+    ]);
+    let made: BTreeMap<&str, usize> = expected
+        .keys()
+        .map(|request| (*request, counts.get(request).copied().unwrap_or_default()))
+        .collect();
+    assert_eq!(
+        made, expected,
+        "a new grant asked the API server for more than its link needs: {requests:#?}"
+    );
+}
+
+#[tokio::test]
+#[ignore = "needs the local control plane: run `make test`"]
 async fn watches_and_requests_share_a_handful_of_connections() {
     let s = Scenario::start("connections-to-api").await;
     s.create_client_secret().await;
