@@ -7,7 +7,7 @@
 //!   for when it trusts them).
 //!
 //! A [`Cache`] is filled by a task of its own. Followers ([`Cache::applied`],
-//! [`Cache::touched`]) are told of every change without ever holding the watch up: one that
+//! [`Cache::changes`]) are told of every change without ever holding the watch up: one that
 //! falls behind is given every object again, as after a relist.
 
 use std::{fmt::Debug, sync::Arc};
@@ -165,35 +165,51 @@ impl<K: Kept> Cache<K> {
     /// Every object now, then each one created or changed; every object again after the watch
     /// lists again.
     pub fn applied(&self) -> impl Stream<Item = Arc<K>> + Send + use<K> {
-        self.follow(false)
+        self.follow(false, true)
     }
 
-    /// [`Cache::applied`], and each object deleted. (A deletion during a break in the watch,
-    /// or while the follower was behind, is not seen: the object is simply no longer there.)
-    pub fn touched(&self) -> impl Stream<Item = Arc<K>> + Send + use<K> {
-        self.follow(true)
+    /// Each object created, changed or deleted from now on, and every object after a relist,
+    /// but not the objects there already (nor the first list's, if it is still to come): for
+    /// a controller whose own objects' watch already reconciles each one once the caches have
+    /// listed, to which those would add nothing but a second reconcile. (A deletion during a
+    /// break in the watch, or while the follower was behind, is not seen: the object is simply
+    /// no longer there.)
+    pub fn changes(&self) -> impl Stream<Item = Arc<K>> + Send + use<K> {
+        self.follow(true, false)
     }
 
-    fn follow(&self, deletions: bool) -> impl Stream<Item = Arc<K>> + Send + use<K> {
+    fn follow(
+        &self,
+        deletions: bool,
+        everything: bool,
+    ) -> impl Stream<Item = Arc<K>> + Send + use<K> {
         // Subscribed before the store is read: nothing changed in between is missed.
         let changes = self.changes.subscribe();
         let store = self.store.clone();
-        let listed = store.state().into_iter();
+        let listed = if everything {
+            store.state()
+        } else {
+            Vec::new()
+        }
+        .into_iter();
+        // The first list is still to come (its end is sent after readiness is): skip it.
+        let skip_list = !everything && !self.is_ready();
         futures::stream::unfold(
-            (changes, listed, store),
-            move |(mut changes, mut listed, store)| async move {
+            (changes, listed, store, skip_list),
+            move |(mut changes, mut listed, store, mut skip_list)| async move {
                 loop {
                     if let Some(object) = listed.next() {
-                        return Some((object, (changes, listed, store)));
+                        return Some((object, (changes, listed, store, skip_list)));
                     }
                     match changes.recv().await {
                         Ok(Change::Applied(object)) => {
-                            return Some((object, (changes, listed, store)));
+                            return Some((object, (changes, listed, store, skip_list)));
                         }
                         Ok(Change::Deleted(object)) if deletions => {
-                            return Some((object, (changes, listed, store)));
+                            return Some((object, (changes, listed, store, skip_list)));
                         }
                         Ok(Change::Deleted(_)) => {}
+                        Ok(Change::Listed) if skip_list => skip_list = false,
                         Ok(Change::Listed) => listed = store.state().into_iter(),
                         Err(broadcast::error::RecvError::Lagged(missed)) => {
                             warn!(missed, "fell behind a watch; going over every object again");
@@ -324,16 +340,49 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_follower_sees_every_object_then_each_change() {
+    async fn an_applied_follower_sees_every_object_then_each_change() {
         let (cache, mut writer, _) = by_hand();
         writer.apply_watcher_event(&watcher::Event::Apply(secret("a")));
-        let follower = cache.touched();
+        let follower = cache.applied();
         writer.apply_watcher_event(&watcher::Event::Apply(secret("b")));
         let kept = cache.get("ns", "b").expect("kept");
         tell(&cache, Change::Applied(kept));
-        tell(&cache, Change::Deleted(Arc::new(secret("c"))));
-        let seen: Vec<_> = follower.take(3).collect().await;
-        assert_eq!(names(&seen), ["a", "b", "c"]);
+        let seen: Vec<_> = follower.take(2).collect().await;
+        assert_eq!(names(&seen), ["a", "b"]);
+    }
+
+    #[tokio::test]
+    async fn a_follower_of_changes_sees_only_what_changes_after_the_first_list() {
+        let (cache, mut writer, ready) = by_hand();
+        writer.apply_watcher_event(&watcher::Event::Apply(secret("before")));
+        let follower = cache.changes();
+        // The first list: the controller's own watch reconciles everything after it anyway.
+        let _ = ready.send(true);
+        tell(&cache, Change::Listed);
+        writer.apply_watcher_event(&watcher::Event::Apply(secret("changed")));
+        let kept = cache.get("ns", "changed").expect("kept");
+        tell(&cache, Change::Applied(kept));
+        tell(&cache, Change::Deleted(Arc::new(secret("deleted"))));
+        // A later relist: anything may have changed during the break.
+        tell(&cache, Change::Listed);
+        let seen: Vec<_> = follower.take(4).collect().await;
+        assert_eq!(
+            names(&seen[..2]),
+            ["changed", "deleted"],
+            "the objects listed first are not followed"
+        );
+        assert_eq!(names(&seen[2..]), ["before", "changed"]);
+    }
+
+    #[tokio::test]
+    async fn a_follower_of_changes_that_subscribes_after_the_first_list_sees_the_next() {
+        let (cache, mut writer, ready) = by_hand();
+        writer.apply_watcher_event(&watcher::Event::Apply(secret("a")));
+        let _ = ready.send(true);
+        let follower = cache.changes();
+        tell(&cache, Change::Listed);
+        let seen: Vec<_> = follower.take(1).collect().await;
+        assert_eq!(names(&seen), ["a"]);
     }
 
     #[tokio::test]

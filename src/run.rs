@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use k8s_openapi::{
     ByteString, api::core::v1::Secret, apimachinery::pkg::apis::meta::v1::ObjectMeta,
 };
-use kube::{Api, Client, api::PostParams, runtime::events::Recorder};
+use kube::{Api, Client, api::PostParams};
 use kube_lease_manager::LeaseManagerBuilder;
 use rand::Rng;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
@@ -238,7 +238,7 @@ fn callback_of(
     (links, shared): (Links, Caches<Secret>),
     config: &Arc<Config>,
     state_key: &StateKey,
-    (recorder, metrics): (&Recorder, &Metrics),
+    (recorder, metrics): (&events::Recorder, &Metrics),
     slack: &Arc<SlackClient>,
     shutdown: &CancellationToken,
 ) -> Result<Arc<Callback<SlackClient>>, Error> {

@@ -5,13 +5,13 @@
 use std::{future::Future, sync::Arc};
 
 use k8s_openapi::{api::core::v1::Secret, jiff::Timestamp};
-use kube::{Api, Client, ResourceExt, runtime::events::Recorder};
+use kube::{Api, Client, ResourceExt};
 
 pub use super::links::{Links, NotSynced};
 pub use crate::status::Claim;
 use crate::{
     api::{SlackOAuthGrant, UsedState},
-    events::{self, PlannedEvent},
+    events::{self, PlannedEvent, Recorder},
     record::TokenRecord,
     status,
     store::{self, Records, call},

@@ -27,7 +27,6 @@ use kube::{
     runtime::{
         Controller,
         controller::Action,
-        events::Recorder,
         finalizer::{self, Event as Finalizer, finalizer},
         reflector::{ObjectRef, Store},
         watcher,
@@ -48,7 +47,7 @@ use crate::{
     authorization::{manages, shared_with, token_in},
     callback::{link, state::StateKey},
     config::Config,
-    events,
+    events::{self, Recorder},
     metrics::Metrics,
     record,
     retry::Backoff,
@@ -246,8 +245,8 @@ async fn run_in(deps: Deps, namespace: Option<&str>, own: Own, shutdown: Cancell
     } = own;
     let controller = Controller::for_shared_stream(grants.applied(), grants.store());
     let grant_store = controller.store();
-    let token_changes = token_secrets.touched();
-    let shared = shared_secrets.touched();
+    let token_changes = token_secrets.changes();
+    let shared = shared_secrets.changes();
     let Deps {
         client,
         watchers: _,
@@ -373,7 +372,10 @@ impl Turn {
 async fn reconcile(grant: Arc<SlackOAuthGrant>, context: Arc<Context>) -> Result<Action, Error> {
     let mut turn = Turn::take(&context.turns).await?;
     let started = tokio::time::Instant::now();
-    let mut work = std::pin::pin!(reconcile_turn(grant, &context, &mut turn));
+    // On the heap, and only once the turn is taken: every grant queued for a turn is a task
+    // of its own (kube spawns each reconcile), so a restart or a burst of thousands would
+    // otherwise each hold the whole reconcile's state (kilobytes) while they wait.
+    let mut work = Box::pin(reconcile_turn(grant, &context, &mut turn));
     match tokio::time::timeout(SLOW_RECONCILE, &mut work).await {
         Ok(result) => result,
         Err(_) => {
