@@ -168,20 +168,6 @@ impl Requests {
         requests
     }
 
-    /// `counts` (of [`Requests::lists`] or [`Requests::watches`]) summed by resource and
-    /// namespace, whatever the selector.
-    pub fn per_kind_and_namespace(
-        &self,
-        counts: &BTreeMap<String, usize>,
-    ) -> BTreeMap<String, usize> {
-        let mut summed = BTreeMap::new();
-        for (watcher, count) in counts {
-            let kind: Vec<&str> = watcher.split(' ').take(2).collect();
-            *summed.entry(kind.join(" ")).or_default() += count;
-        }
-        summed
-    }
-
     /// `secrets (app.kubernetes.io/managed-by=...): 10 LISTs and 10 WATCHes in 10 namespaces;
     /// ...`: each watcher's requests, the namespaces summed.
     pub fn watchers(&self) -> String {
