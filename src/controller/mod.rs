@@ -115,7 +115,7 @@ pub struct Context {
     record_secrets: Cache<Secret>,
     /// One permit per reconcile running, shared by every watched namespace's controller
     /// (`--max-concurrent-reconciles`).
-    turns: Arc<tokio::sync::Semaphore>,
+    turns: Arc<Turns>,
 }
 
 /// What the controller is built from.
@@ -178,9 +178,7 @@ pub async fn run(deps: Deps, shutdown: CancellationToken) {
         "token records",
         shutdown.clone(),
     );
-    let turns = Arc::new(tokio::sync::Semaphore::new(
-        deps.config.max_concurrent_reconciles,
-    ));
+    let turns = Arc::new(Turns::new(deps.config.max_concurrent_reconciles));
     let namespaces: Vec<Option<String>> = if deps.config.watch_namespaces.is_empty() {
         vec![None]
     } else {
@@ -222,7 +220,7 @@ struct Own {
     grants: Cache<SlackOAuthGrant>,
     shared_secrets: Cache<Secret>,
     record_secrets: Cache<Secret>,
-    turns: Arc<tokio::sync::Semaphore>,
+    turns: Arc<Turns>,
 }
 
 async fn run_in(deps: Deps, namespace: Option<&str>, own: Own, shutdown: CancellationToken) {
@@ -327,10 +325,32 @@ fn grants_naming(
 /// than this.
 const SLOW_RECONCILE: Duration = Duration::from_secs(60);
 
-/// One of the `--max-concurrent-reconciles` turns, held by a reconcile while it works with the
-/// API server, and given back while it waits on Slack or PingFederate ([`Turn::away`]): an
-/// outside service being slow (a check that times out after 15 s) then never keeps other grants,
-/// new ones with no link yet among them, waiting for a turn.
+/// The `--max-concurrent-reconciles` turns, shared by every watched namespace's controller.
+///
+/// Reconciles take turns in order, except that one coming back from Slack or PingFederate
+/// ([`Turn::away`]) goes before every new one but the first in line: new reconciles queue for
+/// the `entry`, one at a time, and only the one holding it queues for a turn beside those coming
+/// back. Otherwise a reconcile would go to the back of the line each time it waited on Slack
+/// (three or four times for a token check), behind thousands after a restart or a burst, and
+/// finish minutes after it began.
+pub struct Turns {
+    permits: Arc<tokio::sync::Semaphore>,
+    entry: tokio::sync::Semaphore,
+}
+
+impl Turns {
+    pub fn new(turns: usize) -> Self {
+        Self {
+            permits: Arc::new(tokio::sync::Semaphore::new(turns)),
+            entry: tokio::sync::Semaphore::new(1),
+        }
+    }
+}
+
+/// One of the [`Turns`], held by a reconcile while it works with the API server, and given back
+/// while it waits on Slack or PingFederate ([`Turn::away`]): an outside service being slow (a
+/// check that times out after 15 s) then never keeps other grants, new ones with no link yet
+/// among them, waiting for a turn.
 struct Turn {
     turns: Arc<tokio::sync::Semaphore>,
     permit: Option<tokio::sync::OwnedSemaphorePermit>,
@@ -338,20 +358,22 @@ struct Turn {
 
 impl Turn {
     /// Waits for a turn; the others wait in order.
-    async fn take(turns: &Arc<tokio::sync::Semaphore>) -> Result<Self, Error> {
+    async fn take(turns: &Turns) -> Result<Self, Error> {
+        let _first_in_line = turns.entry.acquire().await.map_err(|_| Error::Stopping)?;
         let permit = turns
+            .permits
             .clone()
             .acquire_owned()
             .await
             .map_err(|_| Error::Stopping)?;
         Ok(Self {
-            turns: turns.clone(),
+            turns: turns.permits.clone(),
             permit: Some(permit),
         })
     }
 
     /// Runs `outside` (a call to Slack or PingFederate) without the turn, then waits for a
-    /// turn again.
+    /// turn again, before any new reconcile but the first in line.
     async fn away<T>(&mut self, outside: impl Future<Output = T>) -> Result<T, Error> {
         self.permit = None;
         let result = outside.await;
@@ -926,4 +948,43 @@ fn has_key(secret: &Secret, key: &str) -> bool {
             .string_data
             .as_ref()
             .is_some_and(|d| d.get(key).is_some_and(|v| !v.is_empty()))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn a_reconcile_back_from_slack_goes_before_new_ones_but_the_first_in_line() {
+        let turns = Arc::new(Turns::new(1));
+        let order = Arc::new(Mutex::new(Vec::new()));
+        let mut back = Turn::take(&turns).await.expect("a turn");
+        let new: Vec<_> = ["new-1", "new-2", "new-3"]
+            .into_iter()
+            .map(|name| {
+                let (turns, order) = (turns.clone(), order.clone());
+                tokio::spawn(async move {
+                    let _turn = Turn::take(&turns).await.expect("a turn");
+                    order.lock().expect("order").push(name);
+                    tokio::task::yield_now().await;
+                })
+            })
+            .collect();
+        // Every new reconcile is waiting now.
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+        back.away(async {}).await.expect("a turn again");
+        order.lock().expect("order").push("back");
+        drop(back);
+        for reconcile in new {
+            reconcile.await.expect("the reconcile ran");
+        }
+        assert_eq!(
+            *order.lock().expect("order"),
+            ["new-1", "back", "new-2", "new-3"]
+        );
+    }
 }
