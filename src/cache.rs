@@ -252,11 +252,6 @@ impl<K: Kept<Scope = NamespaceResourceScope>> Caches<K> {
 }
 
 impl<K: Kept> Caches<K> {
-    /// Caches filled by someone else (tests).
-    pub fn of(caches: Vec<Cache<K>>) -> Self {
-        Self(caches)
-    }
-
     /// Waits until every watch has listed once.
     pub async fn ready(&self) -> Result<(), Unavailable> {
         for cache in &self.0 {

@@ -58,7 +58,6 @@ struct Recent {
 }
 
 struct Seen {
-    namespace: String,
     name: String,
     count: i32,
     last: Timestamp,
@@ -67,9 +66,9 @@ struct Seen {
 /// What to do about an Event.
 enum Publish {
     Create,
-    /// Count it in the series of the Event named so, in that namespace.
+    /// Count it in the series of the Event named so (in the object's namespace: the key holds
+    /// it).
     Repeat {
-        namespace: String,
         name: String,
         count: i32,
     },
@@ -90,7 +89,6 @@ impl Recent {
                 seen.count = seen.count.saturating_add(1);
                 seen.last = now;
                 Publish::Repeat {
-                    namespace: seen.namespace.clone(),
                     name: seen.name.clone(),
                     count: seen.count,
                 }
@@ -99,12 +97,11 @@ impl Recent {
         }
     }
 
-    fn created(&mut self, key: u64, namespace: String, name: String, now: Timestamp) {
+    fn created(&mut self, key: u64, name: String, now: Timestamp) {
         if self.events.len() < REMEMBERED_AT_MOST || self.events.contains_key(&key) {
             self.events.insert(
                 key,
                 Seen {
-                    namespace,
                     name,
                     count: 1,
                     last: now,
@@ -140,18 +137,15 @@ impl Recorder {
     ) -> Result<(), kube::Error> {
         let now = Timestamp::now();
         let key = key(event, regarding);
-        let namespace = regarding.namespace.clone().unwrap_or_default();
+        let events = Api::<Event>::namespaced(
+            self.client.clone(),
+            regarding.namespace.as_deref().unwrap_or_default(),
+        );
         let plan = self.recent().plan(key, now);
-        if let Publish::Repeat {
-            namespace,
-            name,
-            count,
-        } = plan
-        {
+        if let Publish::Repeat { name, count } = plan {
             let series = json!({
                 "series": { "count": count, "lastObservedTime": MicroTime(now) }
             });
-            let events = Api::<Event>::namespaced(self.client.clone(), &namespace);
             match events
                 .patch(&name, &PatchParams::default(), &Patch::Merge(&series))
                 .await
@@ -163,10 +157,8 @@ impl Recorder {
         }
         let created = self.event(event, regarding, now);
         let name = created.metadata.name.clone().unwrap_or_default();
-        Api::<Event>::namespaced(self.client.clone(), &namespace)
-            .create(&PostParams::default(), &created)
-            .await?;
-        self.recent().created(key, namespace, name, now);
+        events.create(&PostParams::default(), &created).await?;
+        self.recent().created(key, name, now);
         Ok(())
     }
 
@@ -254,7 +246,7 @@ mod tests {
     fn an_event_repeated_within_the_window_counts_in_its_series() {
         let mut recent = Recent::default();
         assert!(repeat_count(recent.plan(1, at(0))).is_none());
-        recent.created(1, "ns".into(), "grant.1".into(), at(0));
+        recent.created(1, "grant.1".into(), at(0));
         assert_eq!(repeat_count(recent.plan(1, at(60))), Some(2));
         // The window runs from the last time it was seen.
         assert_eq!(repeat_count(recent.plan(1, at(60 + 300))), Some(3));
@@ -268,7 +260,7 @@ mod tests {
     fn an_event_seen_longer_ago_than_the_window_is_created_again_and_forgotten() {
         let mut recent = Recent::default();
         recent.plan(1, at(0));
-        recent.created(1, "ns".into(), "grant.1".into(), at(0));
+        recent.created(1, "grant.1".into(), at(0));
         assert!(repeat_count(recent.plan(1, at(6 * 60))).is_none());
         assert!(recent.events.is_empty(), "forgotten");
     }
@@ -276,7 +268,7 @@ mod tests {
     #[test]
     fn an_event_gone_from_the_api_server_is_created_again() {
         let mut recent = Recent::default();
-        recent.created(1, "ns".into(), "grant.1".into(), at(0));
+        recent.created(1, "grant.1".into(), at(0));
         recent.forget(1);
         assert!(repeat_count(recent.plan(1, at(1))).is_none());
     }
@@ -285,7 +277,7 @@ mod tests {
     fn what_is_remembered_is_bounded() {
         let mut recent = Recent::default();
         for key in 0..=u64::try_from(REMEMBERED_AT_MOST).expect("fits") {
-            recent.created(key, "ns".into(), "e".into(), at(0));
+            recent.created(key, "e".into(), at(0));
         }
         assert_eq!(recent.events.len(), REMEMBERED_AT_MOST);
     }

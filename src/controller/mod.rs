@@ -452,32 +452,34 @@ async fn with_finalizer(
     {
         return Ok(grant);
     }
+    // Added to the list it read (or as the list, if there was none), if that is still the list.
     let pointer =
         |tokens: &[&str]| json_patch::jsonptr::PointerBuf::from_tokens(tokens.iter().copied());
-    let patch = if grant.finalizers().is_empty() {
-        vec![
-            json_patch::PatchOperation::Test(json_patch::TestOperation {
-                path: pointer(&["metadata", "finalizers"]),
-                value: serde_json::Value::Null,
-            }),
-            json_patch::PatchOperation::Add(json_patch::AddOperation {
-                path: pointer(&["metadata", "finalizers"]),
-                value: serde_json::json!([FINALIZER]),
-            }),
-        ]
+    let read = grant.finalizers();
+    let (was, add_at, added) = if read.is_empty() {
+        (
+            serde_json::Value::Null,
+            pointer(&["metadata", "finalizers"]),
+            serde_json::json!([FINALIZER]),
+        )
     } else {
-        vec![
-            json_patch::PatchOperation::Test(json_patch::TestOperation {
-                path: pointer(&["metadata", "finalizers"]),
-                value: serde_json::json!(grant.finalizers()),
-            }),
-            json_patch::PatchOperation::Add(json_patch::AddOperation {
-                path: pointer(&["metadata", "finalizers", "-"]),
-                value: serde_json::json!(FINALIZER),
-            }),
-        ]
+        (
+            serde_json::json!(read),
+            pointer(&["metadata", "finalizers", "-"]),
+            serde_json::json!(FINALIZER),
+        )
     };
-    let patched = tokio::time::timeout(
+    let patch = vec![
+        json_patch::PatchOperation::Test(json_patch::TestOperation {
+            path: pointer(&["metadata", "finalizers"]),
+            value: was,
+        }),
+        json_patch::PatchOperation::Add(json_patch::AddOperation {
+            path: add_at,
+            value: added,
+        }),
+    ];
+    let mut patched: SlackOAuthGrant = tokio::time::timeout(
         API_CALL_TIMEOUT,
         grants.patch(
             &grant.name_any(),
@@ -488,7 +490,6 @@ async fn with_finalizer(
     .await
     .map_err(|_| Error::TimedOut("add the finalizer"))?
     .map_err(|source| Error::AddFinalizer(Box::new(source)))?;
-    let mut patched: SlackOAuthGrant = patched;
     patched.metadata.managed_fields = None;
     Ok(Arc::new(patched))
 }
