@@ -15,7 +15,7 @@ use std::{fmt::Debug, sync::Arc};
 use futures::{Stream, StreamExt};
 use k8s_openapi::NamespaceResourceScope;
 use kube::{
-    Api, Resource, ResourceExt,
+    Api, Resource,
     runtime::{
         WatchStreamExt,
         reflector::{self, ObjectRef, Store},
@@ -28,6 +28,9 @@ use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
 use crate::{client::Watchers, retry::Backoff};
+
+mod packed;
+pub use packed::Packed;
 
 /// What a watched kind needs to be kept.
 pub trait Kept:
@@ -44,8 +47,8 @@ impl<K> Kept for K where
 /// this far behind.
 const FOLLOWER_LAG: usize = 1024;
 
-/// A watch of `K` in memory, without the objects' managed fields (most of an object, and never
-/// read).
+/// A watch of `K` in memory, without what [`packed::trim`] drops (most of many objects, and
+/// never read). A cache of many objects that are read seldom keeps them [`Packed`].
 pub struct Cache<K: Kept> {
     store: Store<K>,
     /// True once the store has listed. (Waiters use this, not the store itself:
@@ -117,7 +120,7 @@ impl<K: Kept> Cache<K> {
                 if let watcher::Event::Apply(object) | watcher::Event::InitApply(object) =
                     &mut event
                 {
-                    object.managed_fields_mut().clear();
+                    packed::trim(object);
                 }
                 writer.apply_watcher_event(&event);
                 // Sending fails only while nobody follows, which is fine.
@@ -289,7 +292,7 @@ pub fn labelled(selector: &str) -> watcher::Config {
 mod tests {
     use super::*;
     use k8s_openapi::api::core::v1::Secret;
-    use kube::api::ObjectMeta;
+    use kube::{ResourceExt, api::ObjectMeta};
 
     fn secret(name: &str) -> Secret {
         Secret {

@@ -101,8 +101,9 @@ pub struct Flags {
     pub state_key_secret: String,
 
     /// How often each Ready grant's token is checked with Slack's `auth.test` (for example `1h`
-    /// or `15m`). Checks are spread with jitter; after a restart every token is checked again
-    /// within a minute. A token Slack refuses turns the grant `TokenRevoked` or `TokenInvalid`.
+    /// or `15m`). Checks are spread with jitter; after a restart every token is checked again,
+    /// at most 20 a second and all within one interval. A token Slack refuses turns the grant
+    /// `TokenRevoked` or `TokenInvalid`.
     #[arg(long, env = "TOKEN_CHECK_INTERVAL", default_value = "1h", value_parser = humantime::parse_duration)]
     pub token_check_interval: Duration,
 

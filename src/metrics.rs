@@ -102,6 +102,10 @@ pub struct Metrics {
     pub grant_token_expiry: Family<GrantLabels, Gauge>,
     /// Per grant: Unix time of the last check Slack answered about the grant's token.
     pub grant_last_check: Family<GrantLabels, Gauge>,
+    /// The allocator's own count of the bytes the process holds, and of the bytes it keeps
+    /// resident for them; read at each scrape.
+    heap_allocated: Gauge,
+    heap_resident: Gauge,
 }
 
 fn unix_now() -> i64 {
@@ -202,8 +206,22 @@ impl Default for Metrics {
             "New HTTP connections closed at once because every connection was serving a request, by server",
             HTTP_CONNECTIONS.refused.clone(),
         );
+        let heap_allocated = Gauge::default();
+        registry.register(
+            "heap_allocated_bytes",
+            "Bytes of memory the operator holds, as its allocator (jemalloc) counts them",
+            heap_allocated.clone(),
+        );
+        let heap_resident = Gauge::default();
+        registry.register(
+            "heap_resident_bytes",
+            "Bytes of memory the allocator (jemalloc) keeps resident, for what is held and what it has not handed back yet",
+            heap_resident.clone(),
+        );
         Self {
             registry: Arc::new(registry),
+            heap_allocated,
+            heap_resident,
             reconciles,
             reconcile_reads,
             callbacks,
@@ -306,6 +324,17 @@ impl Metrics {
 
     /// The metrics in Prometheus' text format.
     pub fn render(&self) -> String {
+        // The statistics are a snapshot, taken when the epoch advances. (Zero in a process
+        // whose allocator is not jemalloc: the tests'.)
+        if tikv_jemalloc_ctl::epoch::advance().is_ok() {
+            let read = |value: tikv_jemalloc_ctl::Result<usize>| {
+                value.ok().and_then(|v| i64::try_from(v).ok()).unwrap_or(0)
+            };
+            self.heap_allocated
+                .set(read(tikv_jemalloc_ctl::stats::allocated::read()));
+            self.heap_resident
+                .set(read(tikv_jemalloc_ctl::stats::resident::read()));
+        }
         let mut text = String::new();
         let _ = encode(&mut text, &self.registry);
         text

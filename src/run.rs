@@ -17,7 +17,7 @@ use tracing::{error, info, warn};
 use crate::{
     admin::{self, Readiness},
     api::FIELD_MANAGER,
-    cache::Caches,
+    cache::{Caches, Packed},
     callback::{
         self, Callback, MAX_CUSTODIES,
         cluster::{KubeCluster, Links},
@@ -186,7 +186,7 @@ const CRD_MISSING_LOG_EVERY: Duration = Duration::from_secs(60);
 /// authenticated client, so this needs no extra permission.
 async fn ready_once_the_crd_is_served(
     client: Client,
-    (links, shared): (Links, Caches<Secret>),
+    (links, shared): (Links, Caches<Packed<Secret>>),
     readiness: Readiness,
     shutdown: CancellationToken,
 ) {
@@ -235,7 +235,7 @@ async fn ready_once_the_crd_is_served(
 /// The callback server's state: its own Kubernetes client (with timeouts), Slack, the key.
 fn callback_of(
     kube_config: kube::Config,
-    (links, shared): (Links, Caches<Secret>),
+    (links, shared): (Links, Caches<Packed<Secret>>),
     config: &Arc<Config>,
     state_key: &StateKey,
     (recorder, metrics): (&events::Recorder, &Metrics),

@@ -46,7 +46,8 @@ use slack_oauth_operator::api::SlackOAuthGrant;
 
 use bare::approve_like_callback;
 use common::{
-    AuditMark, env_number, is_authorized, minutes_seconds, percentile, require_control_plane,
+    AuditMark, env_number, is_authorized, metric_sum, minutes_seconds, percentile,
+    require_control_plane,
 };
 use fleet::Fleet;
 use observe::{ConnectionSampler, Requests, Rss};
@@ -257,19 +258,29 @@ async fn run(
     let start_to_ready = started.elapsed();
     let pid = operator.pid();
     let at_start = Rss::settle(pid, SETTLE_SECONDS).await;
+    let heap_at_start = heap_mib(slot.as_ref()).await;
 
     phases.begin("make grants Ready");
     let first = p.grants.min(FIRST_CHECKPOINT);
     let at_first = make_ready(fleet, 0..first, pid).await;
-    let at_all = if p.grants > first {
-        make_ready(fleet, first..p.grants, pid).await
+    let heap_at_first = heap_mib(slot.as_ref()).await;
+    let (at_all, heap_at_all) = if p.grants > first {
+        let at_all = make_ready(fleet, first..p.grants, pid).await;
+        (at_all, heap_mib(slot.as_ref()).await)
     } else {
-        at_first.clone()
+        (at_first.clone(), heap_at_first)
     };
-    rows.push(Row::new("RSS, idle (no grants)", mib(at_start.last_mib())));
-    rows.push(rss_row(first, &at_first));
+    rows.push(Row::new(
+        "RSS, idle (no grants)",
+        format!(
+            "{} (heap held {})",
+            mib(at_start.last_mib()),
+            mib(heap_at_start)
+        ),
+    ));
+    rows.push(rss_row(first, &at_first, heap_at_first));
     if p.grants > first {
-        rows.push(rss_row(p.grants, &at_all));
+        rows.push(rss_row(p.grants, &at_all, heap_at_all));
     }
     raw["rss_kib"] = json!({ "idle": at_start, "first_checkpoint": { "grants": first, "rss": at_first }, "all": { "grants": p.grants, "rss": at_all } });
 
@@ -352,7 +363,17 @@ fn mib(value: f64) -> String {
     format!("{value:.1} MiB")
 }
 
-fn rss_row(grants: usize, rss: &Rss) -> Row {
+/// The heap the operator holds, as its allocator counts it (`heap_allocated_bytes`), in MiB.
+async fn heap_mib(operator: Option<&Operator>) -> f64 {
+    match operator {
+        Some(operator) => {
+            metric_sum(&operator.metrics().await, "heap_allocated_bytes", "") / 1024.0 / 1024.0
+        }
+        None => 0.0,
+    }
+}
+
+fn rss_row(grants: usize, rss: &Rss, heap: f64) -> Row {
     let goal = match grants {
         1000 => Some(20.0),
         10_000 => Some(60.0),
@@ -360,7 +381,12 @@ fn rss_row(grants: usize, rss: &Rss) -> Row {
     };
     Row::new(
         format!("RSS, {grants} Ready grants"),
-        format!("{} (peak {})", mib(rss.last_mib()), mib(rss.peak_mib())),
+        format!(
+            "{} (peak {}; heap held {})",
+            mib(rss.last_mib()),
+            mib(rss.peak_mib()),
+            mib(heap)
+        ),
     )
     .goal(
         goal.map_or_else(

@@ -108,7 +108,7 @@ pub struct KubeCluster {
     /// Which grant publishes which approval link.
     pub links: Links,
     /// The Secrets shared with grants (client Secrets), in the watched namespaces.
-    pub shared: crate::cache::Caches<k8s_openapi::api::core::v1::Secret>,
+    pub shared: crate::cache::Caches<crate::cache::Packed<k8s_openapi::api::core::v1::Secret>>,
     pub recorder: Recorder,
     /// The token records, in the operator's namespace.
     pub records: Records,
@@ -179,7 +179,7 @@ impl Cluster for KubeCluster {
         name: &str,
     ) -> Result<Option<Secret>, CallError> {
         if let Some(cached) = self.shared.get(namespace, name) {
-            return Ok(Some(Secret::clone(&cached)));
+            return Ok(Some(cached.unpack()));
         }
         call(Api::<Secret>::namespaced(self.client.clone(), namespace).get_opt(name)).await
     }

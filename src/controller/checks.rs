@@ -1,9 +1,9 @@
 //! When each Ready grant's token is next checked with `auth.test`, and what the last check
 //! said. Kept in memory: after a restart or a leader change every token approved before it is
-//! checked again, each at a random moment within [`FIRST_CHECK_SPREAD`]; a token approved while
-//! this controller runs is first checked one interval after its approval; and every later check
-//! is spread by jitter, so that many grants never call Slack in a burst. Checking costs no API
-//! write: only a change of verdict reaches the grant's status.
+//! checked again, at most [`HELD_CHECKS_PER_SECOND`] a second (and all within one interval); a
+//! token approved while this controller runs is first checked one interval after its approval;
+//! and every later check is spread by jitter, so that many grants never call Slack in a burst.
+//! Checking costs no API write: only a change of verdict reaches the grant's status.
 
 use std::{collections::HashMap, sync::Mutex, time::Duration};
 
@@ -17,8 +17,13 @@ use crate::{
     slack::{Provisioning, SlackError, TokenIdentity, is_dead_token},
 };
 
-/// The first check of a token this process has not seen yet falls within this long.
-pub const FIRST_CHECK_SPREAD: Duration = Duration::from_secs(60);
+/// The checks that nothing spread yet start at most this many a second: the first check of
+/// each token approved before this controller started (every token, after a restart or a leader
+/// change), and the checks a 429's pause held back. 10,000 grants are checked again within
+/// about 8 minutes of a restart, and their checks never crowd out the reconciles of new grants.
+/// When one interval holds fewer slots than there are such checks, the rest fall at random
+/// within the interval.
+pub const HELD_CHECKS_PER_SECOND: u32 = 20;
 /// After a check that failed because Slack could not answer, the next one comes this soon
 /// (or after Slack's Retry-After, if longer).
 const RETRY_AFTER_FAILURE: Duration = Duration::from_secs(30);
@@ -53,6 +58,8 @@ pub struct Checks {
     /// Slack answered 429 with this Retry-After: no check starts before it passes, for any
     /// grant (Slack's limits are per app and method, not per token).
     paused_until: Mutex<Option<Instant>>,
+    /// The next free moment for a check that nothing spread yet ([`HELD_CHECKS_PER_SECOND`]).
+    next_slot: Mutex<Option<Instant>>,
 }
 
 fn fingerprint(token: &SecretString) -> [u8; 32] {
@@ -71,7 +78,23 @@ impl Checks {
             started: k8s_openapi::jiff::Timestamp::now(),
             entries: Mutex::default(),
             paused_until: Mutex::default(),
+            next_slot: Mutex::default(),
         }
+    }
+
+    /// The moment, at or after `not_before`, of a check that nothing spread yet: the next free
+    /// slot, or a random moment in the interval after `not_before` once the slots run past it.
+    fn slot(&self, not_before: Instant) -> Instant {
+        let mut next = self
+            .next_slot
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let slot = next.map_or(not_before, |next| next.max(not_before));
+        if slot > not_before + self.interval {
+            return not_before + self.interval.mul_f64(rand::rng().random_range(0.0..1.0));
+        }
+        *next = Some(slot + Duration::from_secs(1) / HELD_CHECKS_PER_SECOND);
+        slot
     }
 
     fn entries(&self) -> std::sync::MutexGuard<'_, HashMap<String, Entry>> {
@@ -81,7 +104,7 @@ impl Checks {
     }
 
     /// When a token not seen before is first checked: one interval after its approval if that
-    /// happened while this controller ran (Slack just issued it), else soon, at random.
+    /// happened while this controller ran (Slack just issued it), else in the next free slot.
     fn first_due(
         &self,
         approved_at: Option<k8s_openapi::jiff::Timestamp>,
@@ -93,10 +116,7 @@ impl Checks {
                 let age = Duration::try_from(age).unwrap_or_default();
                 now + jittered(self.interval).saturating_sub(age)
             }
-            None => {
-                let spread = FIRST_CHECK_SPREAD.min(self.interval);
-                now + spread.mul_f64(rand::rng().random_range(0.0..1.0))
-            }
+            None => self.slot(now),
         }
     }
 
@@ -110,11 +130,10 @@ impl Checks {
         now: Instant,
     ) -> (TokenCheck, Option<Duration>) {
         let print = fingerprint(token);
-        let first_due = self.first_due(approved_at, now);
         let mut entries = self.entries();
         let entry = entries.entry(uid.to_owned()).or_insert_with(|| Entry {
             fingerprint: print,
-            next_due: first_due,
+            next_due: self.first_due(approved_at, now),
             verdict: TokenCheck::Unchecked,
             provisioning: None,
         });
@@ -123,7 +142,7 @@ impl Checks {
             entry.fingerprint = print;
             entry.verdict = TokenCheck::Unchecked;
             entry.provisioning = None;
-            entry.next_due = first_due;
+            entry.next_due = self.first_due(approved_at, now);
         }
         let paused = self
             .paused_until
@@ -133,11 +152,8 @@ impl Checks {
         if let Some(until) = paused
             && entry.next_due < until
         {
-            // Spread the checks the pause held back over the interval after it.
-            entry.next_due = until
-                + FIRST_CHECK_SPREAD
-                    .min(self.interval)
-                    .mul_f64(rand::rng().random_range(0.0..1.0));
+            // The checks the pause held back start after it, a slot each.
+            entry.next_due = self.slot(until);
         }
         let wait = entry.next_due.saturating_duration_since(now);
         (entry.verdict, (!wait.is_zero()).then_some(wait))
@@ -333,15 +349,13 @@ mod tests {
                     .unwrap_or_default()
             })
             .collect();
-        assert!(waits.iter().all(|w| *w <= FIRST_CHECK_SPREAD));
-        let early = waits
-            .iter()
-            .filter(|w| **w < FIRST_CHECK_SPREAD / 2)
-            .count();
-        assert!(
-            (50..150).contains(&early),
-            "spread, not a burst: {early} of 200 in the first half"
-        );
+        // One slot each, HELD_CHECKS_PER_SECOND a second from now: 200 take 10 s.
+        let step = Duration::from_secs(1) / HELD_CHECKS_PER_SECOND;
+        for (i, wait) in waits.iter().enumerate() {
+            assert_eq!(*wait, step * u32::try_from(i).expect("small"), "check {i}");
+        }
+        // Asking again keeps the slot.
+        assert_eq!(checks.due("uid-199", &token, None, now).1, Some(step * 199));
 
         checks.record("uid-0", Some(TokenCheck::Valid), None, now);
         let (verdict, wait) = checks.due("uid-0", &token, None, now);
@@ -377,11 +391,64 @@ mod tests {
         assert_eq!(verdict, TokenCheck::Valid);
         let wait = wait.expect("scheduled");
         // Slack's Retry-After (120 s, jittered by 10%), or, when that falls inside the pause it
-        // also set, a moment spread over the minute after the pause.
+        // also set, the first slot after the pause.
         assert!(
-            wait >= Duration::from_secs(108)
-                && wait <= Duration::from_secs(120) + FIRST_CHECK_SPREAD,
+            wait >= Duration::from_secs(108) && wait <= Duration::from_secs(132),
             "{wait:?}"
+        );
+    }
+
+    #[test]
+    fn checks_a_pause_held_back_start_after_it_a_slot_each() {
+        let checks = Checks::new(Duration::from_secs(3600));
+        let now = Instant::now();
+        let token = SecretString::from("xoxp-1");
+        for i in 0..100 {
+            checks.due(&format!("uid-{i}"), &token, None, now);
+        }
+        checks.record("uid-0", None, Some(Duration::from_secs(60)), now);
+        let later = now + Duration::from_secs(1);
+        let mut waits: Vec<Duration> = (1..100)
+            .map(|i| {
+                checks
+                    .due(&format!("uid-{i}"), &token, None, later)
+                    .1
+                    .expect("held back")
+            })
+            .collect();
+        waits.sort();
+        let step = Duration::from_secs(1) / HELD_CHECKS_PER_SECOND;
+        assert_eq!(
+            waits[0],
+            Duration::from_secs(59),
+            "the first goes when the pause ends"
+        );
+        for pair in waits.windows(2) {
+            assert_eq!(pair[1] - pair[0], step, "then one a slot");
+        }
+    }
+
+    #[test]
+    fn more_first_checks_than_one_interval_has_slots_fall_within_the_interval() {
+        let interval = Duration::from_secs(2);
+        let checks = Checks::new(interval);
+        let now = Instant::now();
+        let token = SecretString::from("xoxp-1");
+        let slots = 2 * HELD_CHECKS_PER_SECOND as usize;
+        let waits: Vec<Duration> = (0..slots * 5)
+            .map(|i| {
+                checks
+                    .due(&format!("uid-{i}"), &token, None, now)
+                    .1
+                    .unwrap_or_default()
+            })
+            .collect();
+        assert!(waits.iter().all(|w| *w <= interval), "{waits:?}");
+        let late = waits.iter().filter(|w| **w > interval / 2).count();
+        assert!(
+            (slots..slots * 4).contains(&late),
+            "spread over the interval: {late} of {} in its second half",
+            waits.len()
         );
     }
 }

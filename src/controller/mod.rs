@@ -18,7 +18,7 @@ mod tokens;
 
 use std::{sync::Arc, time::Duration};
 
-use crate::cache::{Cache, Caches, labelled};
+use crate::cache::{Cache, Caches, Packed, labelled};
 use futures::StreamExt;
 use k8s_openapi::{api::core::v1::Secret, jiff::Timestamp};
 use kube::{
@@ -87,8 +87,9 @@ pub enum Error {
     RecordGone,
     #[error("failed to wait for a reconcile turn: the controller is stopping")]
     Stopping,
-    #[error("failed to add or remove the grant's finalizer")]
-    Finalizer(#[source] Box<finalizer::Error<Error>>),
+    /// The reconcile's own error, or the finalizer's (kube's message says which).
+    #[error(transparent)]
+    Finalizer(Box<finalizer::Error<Error>>),
     #[error("failed to add the grant's finalizer")]
     AddFinalizer(#[source] Box<kube::Error>),
 }
@@ -108,11 +109,11 @@ pub struct Context {
     /// When each Ready grant's token is checked next, and the last verdicts.
     checks: checks::Checks,
     /// Secrets labelled as shared with grants, in the namespace(s) this controller watches.
-    shared_secrets: Cache<Secret>,
+    shared_secrets: Cache<Packed<Secret>>,
     /// The grants' token Secrets, in the namespace(s) this controller watches.
-    token_secrets: Cache<Secret>,
+    token_secrets: Cache<Packed<Secret>>,
     /// The token records, in the operator's namespace.
-    record_secrets: Cache<Secret>,
+    record_secrets: Cache<Packed<Secret>>,
     /// One permit per reconcile running, shared by every watched namespace's controller
     /// (`--max-concurrent-reconciles`).
     turns: Arc<Turns>,
@@ -143,7 +144,7 @@ pub struct Watched {
     pub grants: Caches<SlackOAuthGrant>,
     /// The Secrets labelled as shared with grants: client Secrets, Secrets to adopt,
     /// PingFederate's credentials.
-    pub shared_secrets: Caches<Secret>,
+    pub shared_secrets: Caches<Packed<Secret>>,
 }
 
 impl Watched {
@@ -170,7 +171,7 @@ impl Watched {
 /// namespace in `--watch-namespaces` (so the operator needs no cluster-wide permissions then).
 pub async fn run(deps: Deps, shutdown: CancellationToken) {
     let records = Cache::keep(
-        Api::namespaced(
+        Api::<Packed<Secret>>::namespaced(
             deps.watchers.of(Some(&deps.config.namespace)).clone(),
             &deps.config.namespace,
         ),
@@ -218,16 +219,16 @@ pub async fn run(deps: Deps, shutdown: CancellationToken) {
 /// What one namespace's controller works from, besides its [`Deps`].
 struct Own {
     grants: Cache<SlackOAuthGrant>,
-    shared_secrets: Cache<Secret>,
-    record_secrets: Cache<Secret>,
+    shared_secrets: Cache<Packed<Secret>>,
+    record_secrets: Cache<Packed<Secret>>,
     turns: Arc<Turns>,
 }
 
 async fn run_in(deps: Deps, namespace: Option<&str>, own: Own, shutdown: CancellationToken) {
     let client = deps.watchers.of(namespace).clone();
     let secrets = match namespace {
-        Some(namespace) => Api::<Secret>::namespaced(client, namespace),
-        None => Api::<Secret>::all(client),
+        Some(namespace) => Api::<Packed<Secret>>::namespaced(client, namespace),
+        None => Api::<Packed<Secret>>::all(client),
     };
     let token_secrets = Cache::keep(
         secrets,
@@ -308,7 +309,7 @@ async fn run_in(deps: Deps, namespace: Option<&str>, own: Own, shutdown: Cancell
 /// The grants in `secret`'s namespace that `names` it.
 fn grants_naming(
     grants: &Store<SlackOAuthGrant>,
-    secret: &Secret,
+    secret: &Packed<Secret>,
     names: impl Fn(&SlackOAuthGrant, &str) -> bool,
 ) -> Vec<ObjectRef<SlackOAuthGrant>> {
     let namespace = secret.namespace();
@@ -835,6 +836,7 @@ async fn observe(
     let app_secret = context
         .shared_secrets
         .get(namespace, &reference.name)
+        .map(|packed| packed.unpack())
         .filter(|secret| shared_with(secret, &grant.name_any()));
     let client_secret_value = app_secret
         .as_ref()
@@ -849,11 +851,11 @@ async fn observe(
     let consumer = context
         .token_secrets
         .get(namespace, &grant.spec.secret.name)
-        .map(|secret| Secret::clone(&secret));
+        .map(|packed| packed.unpack());
     let held = context
         .record_secrets
         .get(&context.config.namespace, &record::secret_name(&uid))
-        .and_then(|secret| store::Held::of(&secret, &uid));
+        .and_then(|packed| store::Held::of(&packed.unpack(), &uid));
     let now = Timestamp::now();
     let (consumer, held) = if cache::settled(
         grant,

@@ -137,8 +137,9 @@ pub async fn sync(
     }
     let credentials_secret = context
         .shared_secrets
-        .get(namespace, &spec.credentials_secret_ref.name);
-    let credentials = match credentials(grant, spec, credentials_secret.as_deref()) {
+        .get(namespace, &spec.credentials_secret_ref.name)
+        .map(|packed| packed.unpack());
+    let credentials = match credentials(grant, spec, credentials_secret.as_ref()) {
         Ok(credentials) => credentials,
         Err(message) => {
             let refused = Synced {
