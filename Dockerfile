@@ -7,7 +7,8 @@
 # host's rustup toolchain (Debian's rustc, 1.63, is far older than kube 5 needs, 1.89) rather than
 # this file taking a binary built on the host: the image is then built from source by this file,
 # stage for stage, whichever bases it gets, and the test that builds it checks this file.
-ARG BUILD_IMAGE=rust:1.95.0-slim-bookworm
+# Not the -slim variant: jemalloc (the operator's allocator) is built with make, which it lacks.
+ARG BUILD_IMAGE=rust:1.95.0-bookworm
 ARG RUNTIME_IMAGE=gcr.io/distroless/cc-debian12:nonroot
 # The cargo profile: release for every image that is published; the tests pass image-test
 # (Cargo.toml: the same code, unoptimised), which builds in about half the time.

@@ -6,8 +6,9 @@
 # Prints two lines, `BUILD_IMAGE=<name>` and `RUNTIME_IMAGE=<name>`, the Dockerfile's build
 # arguments.
 #
-#   build   stands in for rust:<version>-slim-bookworm: Debian bookworm with gcc and libc6-dev (the
-#           linker and the C compiler `ring` needs) and ca-certificates (cargo downloads crates
+#   build   stands in for rust:<version>-bookworm: Debian bookworm with gcc, libc6-dev and make
+#           (the linker, and the C compiler and make that `ring` and jemalloc need; the upstream
+#           image has them all, its -slim variant has no make) and ca-certificates (cargo downloads crates
 #           over https), plus the host's own Rust toolchain, copied from rustup (cargo, rustc and
 #           their libraries; no docs). Debian's rustc (1.63) is far older than kube 5 needs
 #           (1.89), and rustup's download site is not reachable, so the toolchain that builds the
@@ -25,7 +26,7 @@ source "$here/versions.env"
 podman=("$here/podman.sh")
 
 # Bumped whenever a recipe below changes, so that the next run rebuilds that stand-in.
-build_recipe=1
+build_recipe=2
 runtime_recipe=2
 suite="$STAND_IN_DEBIAN_SUITE"
 mirrors=(
@@ -36,7 +37,7 @@ mirrors=(
 
 sysroot="$(cd "$repo" && rustc --print sysroot)"
 rust_version="$("$sysroot/bin/rustc" --version | awk '{print $2}')"
-build_image="localhost/slack-oauth-operator-stand-in/rust:$rust_version-slim-$suite-r$build_recipe"
+build_image="localhost/slack-oauth-operator-stand-in/rust:$rust_version-$suite-r$build_recipe"
 runtime_image="localhost/slack-oauth-operator-stand-in/distroless-cc:$suite-nonroot-r$runtime_recipe"
 
 exists() { "${podman[@]}" image exists "$1"; }
@@ -91,7 +92,7 @@ if ! exists "$build_image"; then
   started="$(now_s)"
   log "building $build_image (mmdebstrap, and the Rust $rust_version toolchain from $sysroot)"
   mmdebstrap --quiet --variant=apt --format=tar \
-    --include=ca-certificates,gcc,libc6-dev \
+    --include=ca-certificates,gcc,libc6-dev,make \
     --customize-hook="mkdir -p \"\$1/usr/local/rust/bin\" && cp -a '$sysroot/bin/cargo' '$sysroot/bin/rustc' \"\$1/usr/local/rust/bin/\" && cp -a '$sysroot/lib' \"\$1/usr/local/rust/\"" \
     --customize-hook='rm -rf "$1"/usr/share/doc "$1"/usr/share/man "$1"/var/cache/apt/archives/*.deb "$1"/var/lib/apt/lists/*' \
     "$suite" "$tmp/build.tar" "${mirrors[@]}"
