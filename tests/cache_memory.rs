@@ -7,7 +7,10 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use k8s_openapi::api::core::v1::Secret;
 use serde_json::json;
-use slack_oauth_operator::{api::SlackOAuthGrant, cache::Packed};
+use slack_oauth_operator::{
+    api::SlackOAuthGrant,
+    cache::{Packed, trim},
+};
 use tikv_jemalloc_ctl::{epoch, stats};
 
 #[global_allocator]
@@ -114,13 +117,31 @@ fn ready_grant(i: usize) -> serde_json::Value {
 }
 
 #[test]
-fn a_cached_grant_is_reported() {
-    let json = serde_json::to_string(&ready_grant(1234)).expect("json");
-    let typed = held_by(|| serde_json::from_str::<SlackOAuthGrant>(&json).expect("typed"));
+fn a_cached_grant_keeps_neither_its_managed_fields_nor_kubectls_copy() {
+    let bare = serde_json::to_string(&ready_grant(1234)).expect("json");
+    let mut applied = ready_grant(1234);
+    applied["metadata"]["managedFields"] = token_secret(1234)["metadata"]["managedFields"].clone();
+    applied["metadata"]["annotations"] = json!({
+        "kubectl.kubernetes.io/last-applied-configuration": bare.clone()
+    });
+    let applied = serde_json::to_string(&applied).expect("json");
+    let typed = held_by(|| serde_json::from_str::<SlackOAuthGrant>(&bare).expect("typed"));
+    let as_sent = held_by(|| serde_json::from_str::<SlackOAuthGrant>(&applied).expect("typed"));
+    // As the grants' cache keeps it.
+    let kept = held_by(|| {
+        let mut grant: SlackOAuthGrant = serde_json::from_str(&applied).expect("typed");
+        trim(&mut grant);
+        grant
+    });
     let packed =
-        held_by(|| serde_json::from_str::<Packed<SlackOAuthGrant>>(&json).expect("packed"));
+        held_by(|| serde_json::from_str::<Packed<SlackOAuthGrant>>(&bare).expect("packed"));
     println!(
-        "Ready grant held: {typed} B typed, {packed} B packed ({} B of JSON)",
-        json.len()
+        "Ready grant held: {typed} B typed, {as_sent} B with managed fields and kubectl's copy, \
+         {kept} B as cached (trimmed), {packed} B packed ({} B of JSON)",
+        bare.len()
+    );
+    assert!(
+        kept < as_sent && kept <= typed + 64,
+        "cached {kept} B, as sent {as_sent} B, bare {typed} B"
     );
 }
